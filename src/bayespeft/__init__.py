@@ -1,0 +1,3 @@
+"""bayespeft: Bayesian parameter-efficient fine-tuning."""
+
+__version__ = "0.1.0"
