@@ -1,0 +1,211 @@
+"""The ``bayespeft`` command. Every sub-command is a thin layer over library functions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help: str):
+    def deco(fn):
+        COMMANDS[name] = (help, fn)
+        return fn
+
+    return deco
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML file")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-3 --set adapter.r=16 (repeatable)",
+    )
+
+
+def _load(args):
+    from .config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    from .report import format_table
+
+    print(format_table(rows, cols))
+
+
+@command("train", "MAP fine-tuning of a backbone with an adapter (lora, normtune, hybrid, full, linear)")
+def _train(p):
+    _config_args(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume an interrupted run from its last checkpoint")
+
+    def run(args):
+        from .pipeline import train_run
+
+        out = train_run(_load(args), run_dir=args.resume)
+        rows = [{"split": s, **m} for s, m in out["map"].items()]
+        _print_table(rows, ["split", "acc", "nll", "ece", "brier"])
+        print(f"run directory: {out['run_dir']}")
+
+    p.set_defaults(run=run)
+
+
+@command("evaluate", "evaluate a saved checkpoint (MAP) or an SG-MCMC sample store on the test split(s)")
+def _evaluate(p):
+    _config_args(p)
+    p.add_argument("--checkpoint", required=True, help="adapter/checkpoint directory or run directory")
+    p.add_argument("--samples", help="SG-MCMC sample-store directory: evaluate MAP vs single sample vs ensemble")
+
+    def run(args):
+        cfg = _load(args)
+        if args.samples:
+            from .sgmcmc.pipeline import evaluate_samples_run
+
+            out = evaluate_samples_run(cfg, args.checkpoint, args.samples)
+        else:
+            from .pipeline import evaluate_run
+
+            out = evaluate_run(cfg, args.checkpoint)
+        rows = [{"posterior": k, "split": s, **m} for k, v in out.items() if isinstance(v, dict) and k not in ("params",) for s, m in v.items() if isinstance(m, dict) and "acc" in m]
+        _print_table(rows, ["posterior", "split", "acc", "nll", "ece", "brier"])
+        print(f"run directory: {out['run_dir']}")
+
+    p.set_defaults(run=run)
+
+
+@command("laplace", "fit a Laplace posterior over the tuned parameters of a checkpoint; MAP vs Laplace table")
+def _laplace(p):
+    _config_args(p)
+    p.add_argument("--checkpoint", required=True, help="adapter/checkpoint directory or run directory")
+    for flag, hlp in [
+        ("structure", "diag | kfac | lowrank_kfac | full"),
+        ("subset", "all | last_layer | comma-separated module-name prefixes"),
+        ("curvature", "ggn | fisher"),
+        ("prior", "prior tuning: marglik | gridsearch | none"),
+        ("predictive", "glm | mc"),
+        ("link", "probit | mc (for the GLM predictive)"),
+    ]:
+        p.add_argument(f"--{flag}", help=hlp)
+
+    def run(args):
+        from .laplace.pipeline import laplace_run
+
+        cfg = _load(args)
+        out = laplace_run(cfg, args.checkpoint, {k: getattr(args, k) for k in ("structure", "subset", "curvature", "prior", "predictive", "link")})
+        _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
+        print(f"run directory: {out['run_dir']}")
+
+    p.set_defaults(run=run)
+
+
+@command("sample", "SG-MCMC over the tuned parameters: MAP warm start, chains, diagnostics, evaluation")
+def _sample(p):
+    _config_args(p)
+    p.add_argument("--checkpoint", help="MAP warm start (adapter/checkpoint or run directory); trains one if absent")
+
+    def run(args):
+        from .sgmcmc.pipeline import sample_run
+
+        out = sample_run(_load(args), args.checkpoint)
+        _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
+        print(f"diagnostics verdict: {out['verdict']}")
+        print(f"run directory: {out['run_dir']}")
+
+    p.set_defaults(run=run)
+
+
+@command("quickstart", "the embedded-default experiment on digits: all methods + Bayesian rows, in minutes on a CPU")
+def _quickstart(p):
+    p.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
+    p.add_argument("--fast", action="store_true", help="fewer epochs/samples (for a smoke test)")
+
+    def run(args):
+        from .quickstart import run_quickstart
+
+        run_quickstart(out=args.out, fast=args.fast)
+
+    p.set_defaults(run=run)
+
+
+@command("validate", "validate a config (with --set overrides) and print it resolved, without running anything")
+def _validate(p):
+    _config_args(p)
+
+    def run(args):
+        from .config import dump_config
+
+        print(dump_config(_load(args)), end="")
+
+    p.set_defaults(run=run)
+
+
+@command("config", "list every config key with its type, default and help text")
+def _config(p):
+    p.add_argument("section", nargs="?", help="only this section (data, model, adapter, train, laplace, sgmcmc, output)")
+
+    def run(args):
+        from .config import ExperimentConfig, describe_section
+
+        lines = describe_section(ExperimentConfig)
+        if args.section:
+            lines = [ln for ln in lines if ln.startswith(args.section + ".") or ln.startswith(args.section + ":")]
+            if not lines:
+                raise SystemExit(f"error: unknown section {args.section!r}")
+        print("\n".join(lines))
+
+    p.set_defaults(run=run)
+
+
+@command("list", "list registered names: models, datasets, methods, structures, samplers, schedules")
+def _list(p):
+    p.add_argument("what", choices=["models", "datasets", "methods", "structures", "samplers", "schedules"])
+
+    def run(args):
+        from . import registries
+
+        print("\n".join(registries.names(args.what)))
+
+    p.set_defaults(run=run)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bayespeft",
+        description="Bayesian parameter-efficient fine-tuning: adapters (PEFT), Laplace, SG-MCMC, calibration.",
+    )
+    parser.add_argument("--version", action="version", version=f"bayespeft {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (hlp, setup) in COMMANDS.items():
+        setup(sub.add_parser(name, help=hlp, description=hlp))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from .errors import USER_ERRORS
+
+    try:
+        args.run(args)
+    except USER_ERRORS as e:
+        if os.environ.get("BAYESPEFT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed work is saved in the run directory", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Experiment configs: YAML files validated on load, ``base:`` inheritance and ``--set a.b=value`` overrides.
+
+An experiment config has one section per stage (``data``, ``model``, ``adapter``, ``train``, and optionally
+``laplace`` and ``sgmcmc``), each a :class:`bayespeft.schema.Section` owned by the module that uses it. Errors are
+collected into one :class:`ConfigError` whose message names every bad key (with the closest valid key) and every
+bad value (with what is allowed).
+
+A YAML file may start with ``base: other.yaml`` (relative to the file); the base is loaded first and this file's
+keys are deep-merged over it, so experiment files only hold what differs from the defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from .adapters import AdapterConfig
+from .data import DataConfig
+from .laplace import LaplaceConfig
+from .models import ModelConfig
+from .registry import closest
+from .schema import Section
+from .sgmcmc import SamplerConfig
+from .train import TrainConfig
+
+
+class OutputConfig(Section):
+    root: str = Field("runs", description="Directory under which each run gets its own sub-directory.")
+    results_csv: str | None = Field(
+        None, description="Append-only results CSV (one row per run); default <root>/results.csv."
+    )
+    reliability_plots: bool = Field(True, description="Write reliability-diagram PNGs for every evaluated predictive.")
+
+    def csv_path(self) -> Path:
+        return Path(self.results_csv) if self.results_csv else Path(self.root) / "results.csv"
+
+
+class ExperimentConfig(Section):
+    name: str = Field("experiment", description="Run name; used as the prefix of the run directory.")
+    data: DataConfig = Field(description="Dataset, splits and loaders.")
+    model: ModelConfig = Field(description="Backbone.")
+    adapter: AdapterConfig = Field(description="Which parameters are tuned (lora, normtune, hybrid, full, linear).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="MAP training.")
+    laplace: LaplaceConfig | None = Field(None, description="Laplace posterior (for `bayespeft laplace`).")
+    sgmcmc: SamplerConfig | None = Field(None, description="SG-MCMC sampler (for `bayespeft sample`).")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ "):
+            raise ValueError(f"name must be non-empty without '/', '\\' or spaces (got {v!r})")
+        return v
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message lists every problem and how to fix it."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loading
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursively merge ``over`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config, resolving ``base:`` chains (relative to each file)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in _seen:
+        raise ConfigError(f"circular 'base:' chain: {' -> '.join(str(p) for p in (*_seen, path))}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    bases = [base] if isinstance(base, str) else list(base)
+    merged: dict = {}
+    for b in bases:
+        merged = deep_merge(merged, read_yaml(path.parent / b, (*_seen, path)))
+    return deep_merge(merged, raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (numbers, booleans, lists, null)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE with a dotted key, e.g. train.lr=1e-3 (got {item!r})")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set has an empty key in {item!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"--set {key}: {p!r} is a value, not a section")
+            node = node[p]
+        node[parts[-1]] = parsed
+    return out
+
+
+def _model_at(loc: tuple, root: type[Section] = ExperimentConfig) -> type[Section] | None:
+    """The Section class that owns the field at ``loc[:-1]`` (to list valid keys)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if not isinstance(part, str) or not hasattr(model, "model_fields") or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        args = getattr(ann, "__args__", None) or ()
+        cands = [ann, *args]
+        nxt = next((c for c in cands if isinstance(c, type) and issubclass(c, Section)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    lines = [f"invalid {source}:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            valid = sorted(owner.model_fields) if owner else []
+            hint = closest(str(loc[-1]), valid) if valid else None
+            msg = f"  - unknown key '{dotted}'"
+            if hint:
+                msg += f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (hint,))}'?)"
+            if valid:
+                msg += f"; valid keys here: {', '.join(valid)}"
+            lines.append(msg)
+        elif e["type"] == "missing":
+            lines.append(f"  - missing required key '{dotted}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {dotted}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load, merge ``base:`` chains, apply ``--set`` overrides and validate."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    return validate(raw, source=str(path))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (what a run directory stores)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_section(section: type[Section], prefix: str = "") -> list[str]:
+    """One line per field: dotted key, type, default and help text (used by `bayespeft config`)."""
+    out = []
+    for name, f in section.model_fields.items():
+        ann = f.annotation
+        args = getattr(ann, "__args__", None) or ()
+        sub = next((c for c in (ann, *args) if isinstance(c, type) and issubclass(c, Section)), None)
+        if sub is not None:
+            out.append(f"{prefix}{name}: section — {f.description or ''}")
+            out.extend(describe_section(sub, prefix=f"{prefix}{name}."))
+            continue
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        out.append(f"{prefix}{name} ({tname}, default {default}): {f.description or ''}")
+    return out

@@ -1,0 +1,124 @@
+"""GLUE MRPC (Microsoft Research Paraphrase Corpus): sentence-pair paraphrase classification, 2 classes.
+
+Layout: ``<root>/MRPC/{train.tsv, dev.tsv[, test.tsv]}`` (``data.root`` may also point at the MRPC directory
+itself). Files are tab-separated with the header ``Quality  #1 ID  #2 ID  #1 String  #2 String`` (a UTF-8 BOM is
+tolerated); strings contain literal quote characters, so they are read with ``csv.QUOTE_NONE``.
+``Quality`` is the label (1 = paraphrase).
+
+Splits: ``train.tsv`` -> seeded, stratified train/val split (``val_fraction``); ``dev.tsv`` is the labelled test
+set. The public GLUE ``test.tsv`` has no labels (its first column is ``index``, or Quality is "?"): it is never
+used for metrics -- its presence and whether it is labelled are only recorded in ``metadata["test_tsv"]``.
+
+Examples are tokenised as sentence pairs ``(#1 String, #2 String)`` with the model's tokenizer, truncated to
+``max_length`` tokens ("longest_first"), without padding (the collate function pads on the right).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..spec import InputSpec
+from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
+from .collate import Collator, ensure_pad_token
+from .config import DataConfig
+from .text import TokenizedDataset, tokenize
+
+log = logging.getLogger(__name__)
+
+INFO = DatasetInfo(num_classes=2, task="sequence_classification", modality="text")
+COLUMNS = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
+LAYOUT = "<root>/MRPC/{train.tsv,dev.tsv} (tab-separated, header: Quality\\t#1 ID\\t#2 ID\\t#1 String\\t#2 String)"
+
+
+def mrpc_dir(root: str | Path) -> Path:
+    """``<root>/MRPC`` or ``root`` itself when it holds train.tsv; a clear FileNotFoundError otherwise."""
+    root = Path(root)
+    for cand in (root / "MRPC", root):
+        if (cand / "train.tsv").is_file() and (cand / "dev.tsv").is_file():
+            return cand
+    base = root / "MRPC" if (root / "MRPC").is_dir() or not (root / "train.tsv").exists() else root
+    missing = [f for f in ("train.tsv", "dev.tsv") if not (base / f).is_file()]
+    raise FileNotFoundError(
+        f"mrpc: {base} lacks {', '.join(missing)}. Expected the GLUE layout {LAYOUT} with data.root={str(root)!r}. "
+        "There is no automatic download for GLUE; fetch MRPC with the GLUE download script and point data.root at "
+        "the directory containing MRPC/."
+    )
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Read a GLUE TSV (no quoting: quote characters are data) -> (header, rows); every row must be complete."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path} is empty; expected a header line {COLUMNS}")
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{lineno}: expected {len(header)} tab-separated fields ({header}), got {len(row)}")
+            rows.append(row)
+    return header, rows
+
+
+def read_mrpc(path: Path) -> tuple[list[str], list[str], list[int]]:
+    """Return (sentences1, sentences2, labels) of a labelled MRPC TSV."""
+    header, rows = read_tsv(path)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected header {list(COLUMNS)}, found {header}")
+    q, s1, s2 = header.index("Quality"), header.index("#1 String"), header.index("#2 String")
+    labels = []
+    for i, row in enumerate(rows):
+        if row[q] not in ("0", "1"):
+            raise ValueError(f"{path}: row {i + 2} has Quality {row[q]!r}; labels must be 0 or 1")
+        labels.append(int(row[q]))
+    return [r[s1] for r in rows], [r[s2] for r in rows], labels
+
+
+def unlabelled_test_status(directory: Path) -> str:
+    """'absent', 'unlabelled' (no Quality column or all '?') or 'labelled (not used)' for ``test.tsv``."""
+    path = directory / "test.tsv"
+    if not path.is_file():
+        return "absent"
+    header, rows = read_tsv(path)
+    if "Quality" not in header or all(r[header.index("Quality")] == "?" for r in rows):
+        return "unlabelled"
+    return "labelled (not used)"
+
+
+@register_dataset("mrpc", INFO)
+def build_mrpc(cfg: DataConfig, spec: InputSpec) -> DataBundle:
+    check_modality("mrpc", INFO, spec)
+    if cfg.shift != "none":
+        raise ValueError(f"data.shift={cfg.shift!r} is only defined for image datasets; use shift='none' for mrpc")
+    directory = mrpc_dir(cfg.root)
+    tok = spec.tokenizer
+    pad_id = ensure_pad_token(tok)
+    max_length = cfg.max_length or spec.max_length
+    data = {}
+    truncated = {}
+    for split, fname in (("train", "train.tsv"), ("test", "dev.tsv")):
+        a, b, y = read_mrpc(directory / fname)
+        enc, truncated[split] = tokenize(tok, a, b, max_length=max_length, desc=f"tokenize mrpc/{fname}")
+        data[split] = TokenizedDataset(enc, y)
+    full_train = data["train"]
+    tr, va = split_indices(np.arange(len(full_train)), full_train.targets.numpy(), cfg.val_fraction, cfg.split_seed)
+    train = full_train.subset(subsample(tr, cfg.max_train, cfg.split_seed + 1))
+    val = full_train.subset(subsample(va, cfg.max_val, cfg.split_seed + 2))
+    test = data["test"].subset(subsample(np.arange(len(data["test"])), cfg.max_test, cfg.split_seed + 3))
+    if any(truncated.values()):
+        log.info("mrpc: %s pairs longer than max_length=%d were truncated", truncated, max_length)
+    return DataBundle(
+        train=train, val=val, test=test, test_shift=None,
+        num_classes=INFO.num_classes, task=INFO.task, modality=INFO.modality, collate_fn=Collator(pad_id),
+        seed=cfg.split_seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+        metadata={"sizes": {"train": len(train), "val": len(val), "test": len(test)}, "max_length": max_length,
+                  "truncated": truncated, "test_tsv": unlabelled_test_status(directory), "test_source": "dev.tsv",
+                  "class_names": ["not_paraphrase", "paraphrase"]},
+    )

@@ -1,0 +1,16 @@
+"""Exception types that are the user's to fix; the CLI prints them as one clean line instead of a traceback
+(set ``BAYESPEFT_DEBUG=1`` to get the traceback)."""
+
+from __future__ import annotations
+
+
+class BayesPeftError(Exception):
+    """Base class for errors about user input (config, data, checkpoints)."""
+
+
+class CheckpointError(BayesPeftError, ValueError):
+    """A checkpoint is missing, corrupt or does not match the model."""
+
+
+# ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
+USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)

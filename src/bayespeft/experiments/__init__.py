@@ -1,0 +1,5 @@
+"""Run records and result tables."""
+
+from .records import RESULT_COLUMNS, append_result, new_run_dir, read_results
+
+__all__ = ["RESULT_COLUMNS", "append_result", "new_run_dir", "read_results"]

@@ -1,0 +1,135 @@
+"""The curvature-structure interface and registry.
+
+Every structure (``diag.py``, ``kfac.py``, ``lowrank_kfac.py``, ``full.py``) is one file with one class of this
+shape, registered in :data:`STRUCTURES`; a new structure is one file plus one import line in ``__init__``.
+
+Conventions shared by all structures:
+
+* ``θ`` ``(d,)``: the subset's parameters flattened in ``model.named_parameters()`` order.
+* ``H``: the dataset sum of per-example curvature, ``H = Σ_n J_nᵀ Λ_n J_n = N · E[·]`` (GGN) or its sampled
+  Fisher estimate, collected at the MAP ``θ*``.
+* Posterior precision ``P = scale · H + diag(δ)``, ``scale = 1/T`` (temperature ``T``; for regression also
+  ``σ_fit²/σ²`` when the noise is changed after fitting); ``δ`` ``(G,)`` one prior precision per group (owning
+  module), broadcast to parameters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bayespeft.laplace.capture import ForwardFn, per_example_grads
+from bayespeft.laplace.subset import group_names, owner_module_name
+from bayespeft.registry import Registry
+
+STRUCTURES: Registry[type[Structure]] = Registry("Laplace structure")
+
+CotangentFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Structure(ABC):
+    """Curvature of the subset's parameters plus the posterior operations that depend on its structure."""
+
+    name: ClassVar[str]
+
+    def __init__(self, model: nn.Module, params: Sequence[tuple[str, torch.Tensor]], **options: Any) -> None:
+        if options:
+            raise TypeError(f"structure {self.name!r} got unknown options {sorted(options)}")
+        self.names = [n for n, _ in params]
+        self.shapes = [tuple(p.shape) for _, p in params]
+        self.numels = [p.numel() for _, p in params]
+        self.d = sum(self.numels)
+        self.device = params[0][1].device
+        self.dtype = torch.promote_types(params[0][1].dtype, torch.float32)
+        self.groups = group_names(self.names)
+        gidx = [self.groups.index(owner_module_name(n)) for n in self.names]
+        self.param_group = torch.repeat_interleave(torch.tensor(gidx), torch.tensor(self.numels)).to(self.device)
+        self.group_sizes = torch.bincount(self.param_group, minlength=len(self.groups)).to(self.dtype)
+
+    # ---- options / persistence ------------------------------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """JSON-serialisable constructor options (saved with the posterior)."""
+        return {}
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    # ---- fitting ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def accumulate(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, cotangent_fn: CotangentFn) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one batch's curvature; returns the batch's ``(logits, labels)`` (detached)."""
+
+    def finalize(self) -> None:
+        """Called once after the last batch (e.g. eigendecompositions)."""
+
+    # ---- posterior ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def logdet_precision(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``log det P``; differentiable in ``delta`` (G,) and ``scale``."""
+
+    @abstractmethod
+    def glm_cov(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, delta: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f (B, C), J Σ Jᵀ (B, C, C))`` with ``Σ = P⁻¹`` and ``J`` the per-example Jacobian of ``f`` in ``θ``."""
+
+    @abstractmethod
+    def sample(self, n: int, delta: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``(n, d)`` draws from ``N(0, P⁻¹)`` (deviations from the MAP)."""
+
+    @abstractmethod
+    def precision_matrix(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Dense ``P`` ``(d, d)`` in ``θ`` order (small subsets / tests)."""
+
+    # ---- helpers ------------------------------------------------------------------------------------------------
+    def delta_vector(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-parameter prior precision ``(d,)`` from per-group ``delta`` ``(G,)``."""
+        return delta[self.param_group]
+
+    def flatten(self, tensors: dict[str, torch.Tensor], lead: int) -> torch.Tensor:
+        """``{name: (*lead_dims, *shape)} -> (*lead_dims, d)`` in ``θ`` order."""
+        parts = [tensors[n].reshape(*tensors[n].shape[:lead], -1) for n in self.names]
+        return torch.cat(parts, dim=-1)
+
+    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for n, s, k in zip(self.names, self.shapes, self.numels):
+            out[n] = vec[..., i : i + k].reshape(*vec.shape[:-1], *s)
+            i += k
+        return out
+
+    def jacobian(self, model: nn.Module, batch: Any, forward_fn: ForwardFn) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f (B, C), J (B, C, d))`` per-example Jacobians of the logits in ``θ``."""
+        params = [(n, p) for n, p in model.named_parameters() if n in set(self.names)]
+        params.sort(key=lambda t: self.names.index(t[0]))
+        from bayespeft.laplace.capture import cotangents
+
+        f, _, g = per_example_grads(model, batch, params, lambda lo, la: cotangents(lo, la, "classification", "jacobian"), forward_fn)
+        return f, self.flatten(g, 2).transpose(0, 1).to(self.dtype)
+
+
+def positive(values: torch.Tensor, what: str) -> torch.Tensor:
+    """Eigenvalues/diagonal of a precision must be > 0: add jitter with a warning, error if that fails."""
+    if bool((values > 0).all()):
+        return values
+    jitter = 1e-6 * float(values.detach().abs().max().clamp_min(1.0))
+    warnings.warn(f"{what} is not positive definite (min eigenvalue {float(values.min()):.3g}); adding jitter {jitter:.3g}", RuntimeWarning, stacklevel=3)
+    values = values + jitter
+    if not bool((values > 0).all()):
+        raise ValueError(f"{what} is not positive definite even after jitter; use a positive prior precision")
+    return values
+
+
+def check_delta(delta: torch.Tensor, n_groups: int, groups: Sequence[str]) -> torch.Tensor:
+    if delta.ndim != 1 or delta.shape[0] not in (1, n_groups):
+        raise ValueError(
+            f"prior precision must be a scalar or have one value per group ({n_groups}: {list(groups)[:6]}...), "
+            f"got shape {tuple(delta.shape)}"
+        )
+    return delta.expand(n_groups)

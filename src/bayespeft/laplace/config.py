@@ -1,0 +1,53 @@
+"""``LaplaceConfig``: the ``laplace`` section of an experiment config (validated; drives CLI help)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bayespeft.laplace.base import STRUCTURES
+from bayespeft.schema import Section
+
+
+class LaplaceConfig(Section):
+    """Post-hoc Laplace approximation settings (see :func:`bayespeft.laplace.fit`)."""
+
+    structure: str = Field("kfac", description="curvature structure: one of the registered structures (diag, full, kfac, lowrank_kfac)")
+    subset: str | list[str] = Field("all", description="'all', 'last_layer', a module name/prefix (e.g. 'blocks.3.') or a list of them")
+    curvature: Literal["ggn", "fisher"] = Field("ggn", description="exact generalised Gauss-Newton or Fisher with one sampled label per example")
+    prior_precision: float | list[float] = Field(1.0, description="initial prior precision: scalar or one per group (owning module)")
+    prior_method: Literal["marglik", "gridsearch", "none"] = Field("marglik", description="tune the prior by the Laplace evidence, by validation NLL on a grid, or not at all")
+    layerwise_prior: bool = Field(False, description="with prior_method='marglik', one prior precision per module instead of one scalar")
+    prior_steps: int = Field(100, ge=1, description="optimiser steps for prior_method='marglik'")
+    prior_lr: float = Field(0.1, gt=0, description="Adam learning rate on log prior precision")
+    predictive: Literal["glm", "mc"] = Field("glm", description="linearised (GLM) predictive or Monte-Carlo over sampled weights")
+    link: Literal["probit", "mc"] = Field("probit", description="GLM link approximation: probit or Monte-Carlo over logits")
+    n_samples: int = Field(100, ge=1, description="samples for link='mc' or predictive='mc'")
+    n_kfac: int | None = Field(None, ge=1, description="rank of low-rank KFAC factors (lowrank_kfac default 10)")
+    lr_threshold: int | None = Field(None, ge=1, description="factors larger than this are kept low-rank (lowrank_kfac default 100)")
+    temperature: float = Field(1.0, gt=0, description="posterior temperature T: P = N/T * H_avg + P0")
+    sigma_noise: float = Field(1.0, gt=0, description="Gaussian noise scale (regression only)")
+    train_mode: bool = Field(False, description="collect curvature with dropout on (model.train())")
+    chunk_size: int = Field(32, ge=1, description="test examples per Jacobian chunk in the GLM predictive")
+    seed: int = Field(0, description="seed of the Fisher label samples and posterior samples")
+
+    @field_validator("structure")
+    @classmethod
+    def _known_structure(cls, v: str) -> str:
+        STRUCTURES.get(v)  # raises UnknownNameError listing the valid names
+        return v
+
+    @field_validator("prior_precision")
+    @classmethod
+    def _positive_prior(cls, v: float | list[float]) -> float | list[float]:
+        vals = v if isinstance(v, list) else [v]
+        if not vals or any(x <= 0 for x in vals):
+            raise ValueError(f"prior_precision must be > 0 (scalar or non-empty list), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _kfac_options(self) -> LaplaceConfig:
+        if self.n_kfac is not None and self.structure not in ("kfac", "lowrank_kfac"):
+            raise ValueError(f"n_kfac applies to structure 'kfac' or 'lowrank_kfac', not {self.structure!r}")
+        return self

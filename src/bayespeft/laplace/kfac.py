@@ -1,0 +1,231 @@
+"""KFAC Laplace over ``nn.Linear`` layers (and the public collector :func:`collect_kfac`).
+
+Per block (one Linear: row-major ``vec([W, b])``, or ``vec(W)`` and ``b`` separately with ``bias="separate"``) the
+curvature is ``H ≈ G ⊗ A / n_rows`` (see :mod:`bayespeft.laplace.kfac_collect` for the factors and the expand
+convention, which matches laplace-torch). With eigendecompositions ``G = Q_G diag(λ_G) Q_Gᵀ``,
+``A = Q_A diag(λ_A) Q_Aᵀ`` (``k_G ≤ d_G``, ``k_A ≤ d_A`` columns; fewer for low-rank factors) the posterior
+precision of the block is::
+
+    P = (Q_G ⊗ Q_A) diag(s λ_G,i λ_A,j / n_rows + δ) (Q_G ⊗ Q_A)ᵀ + δ (I − Q_G Q_Gᵀ ⊗ Q_A Q_Aᵀ),   s = scale
+
+so, with ``Λ_ij = s λ_G,i λ_A,j / n_rows + δ``:
+
+* ``log det P = Σ_ij log Λ_ij + (d_G d_A − k_G k_A) log δ`` (laplace-torch's ``KronDecomposed.logdet``);
+* ``Σ = P⁻¹ = I/δ + (Q_G ⊗ Q_A) diag(1/Λ − 1/δ) (Q_G ⊗ Q_A)ᵀ`` and ``Σ^{1/2}`` likewise with ``Λ^{-1/2}``;
+* GLM predictive without per-parameter Jacobians: for class ``c`` the block's Jacobian is the matrix
+  ``J_c = Σ_t g_{t,c} ã_tᵀ`` (``g`` the output gradient of logit ``c``, ``ã`` the augmented input), so
+  ``(J Σ Jᵀ)_{ce} = Σ_ij M_c,ij M_e,ij (1/Λ_ij − 1/δ) + ⟨J_c, J_e⟩_F / δ`` with ``M_c = Q_Gᵀ J_c Q_A``; ``M`` is
+  formed either by rotating ``g``/``ã`` first or ``J`` first, whichever costs fewer flops (e.g. LoRA factors).
+  For full-rank factors the ``1/δ`` terms cancel and are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure, positive
+from bayespeft.laplace.capture import ForwardFn, LinearTaps, cotangents, linear_owners
+from bayespeft.laplace.factors import eig_factor
+from bayespeft.laplace.kfac_collect import KfacCollector, KronFactors, collect_kfac
+
+__all__ = ["KfacStructure", "KronFactors", "collect_kfac"]
+
+SUPPORTED_LAYERS = "nn.Linear (weight and bias; includes PEFT LoRA lora_A/lora_B)"
+
+
+@STRUCTURES.register("kfac")
+class KfacStructure(Structure):
+    """Kronecker-factored curvature, one block per ``nn.Linear`` (bias folded into ``A`` unless ``bias="separate"``)."""
+
+    name = "kfac"
+    default_n_kfac: int | None = None
+    default_lr_threshold: int = 512
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params,
+        *,
+        n_kfac: int | None = None,
+        lr_threshold: int | None = None,
+        bias: Literal["augment", "separate"] = "augment",
+    ) -> None:
+        super().__init__(model, params)
+        if bias not in ("augment", "separate"):
+            raise ValueError(f"bias must be 'augment' or 'separate', got {bias!r}")
+        self.n_kfac = n_kfac if n_kfac is not None else self.default_n_kfac
+        self.lr_threshold = lr_threshold if lr_threshold is not None else self.default_lr_threshold
+        self.bias = bias
+        owners = linear_owners(model, self.names)
+        bad = [n for n in self.names if n not in owners]
+        if bad:
+            mods = dict(model.named_modules())
+            kinds = sorted({type(mods.get(n.rpartition(".")[0], model)).__name__ for n in bad})
+            raise TypeError(
+                f"structure {self.name!r} supports {SUPPORTED_LAYERS}; parameters {bad[:5]} belong to {kinds}. "
+                "Use structure 'diag' or 'full', or a subset of Linear layers"
+            )
+        offsets, o = {}, 0
+        for n, k in zip(self.names, self.numels):
+            offsets[n] = o
+            o += k
+        mods = dict(model.named_modules())
+        self.blocks: dict[str, dict[str, Any]] = {}
+        per_module: dict[str, dict[str, str]] = {}
+        for n, (m, leaf) in owners.items():
+            per_module.setdefault(m, {})[leaf] = n
+        for m, leaves in per_module.items():
+            lin = mods[m]
+            w, b = leaves.get("weight"), leaves.get("bias")
+            if w is not None and b is not None and bias == "separate":
+                specs = [(m, w, None), (m + "#bias", None, b)]
+            else:
+                specs = [(m, w, b)]
+            for key, wn, bn in specs:
+                cols = []
+                if wn is not None:
+                    cols.append(offsets[wn] + torch.arange(lin.out_features * lin.in_features).reshape(lin.out_features, lin.in_features))
+                if bn is not None:
+                    cols.append(offsets[bn] + torch.arange(lin.out_features)[:, None])
+                self.blocks[key] = {
+                    "module": m, "weight_in": wn is not None, "bias_in_A": bn is not None,
+                    "group": self.groups.index(m), "index": torch.cat(cols, 1).to(self.device),
+                }
+        self._collector: KfacCollector | None = None
+        self.factors: dict[str, KronFactors] = {}
+        self.eig: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def options(self) -> dict[str, Any]:
+        return {"n_kfac": self.n_kfac, "lr_threshold": self.lr_threshold, "bias": self.bias}
+
+    def _modules(self, model: nn.Module) -> dict[str, nn.Linear]:
+        mods = dict(model.named_modules())
+        return {k: mods[b["module"]] for k, b in self.blocks.items()}
+
+    # ---- fitting ------------------------------------------------------------------------------------------------
+    def accumulate(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, cotangent_fn: CotangentFn):
+        if self._collector is None:
+            self._collector = KfacCollector(
+                self._modules(model),
+                bias_in_A={k: b["bias_in_A"] for k, b in self.blocks.items()},
+                weight_in={k: b["weight_in"] for k, b in self.blocks.items()},
+                n_kfac=self.n_kfac, lr_threshold=self.lr_threshold, dtype=self.dtype,
+            )
+        return self._collector.step(model, batch, forward_fn, cotangent_fn)
+
+    def finalize(self) -> None:
+        if self._collector is not None:
+            self.factors = self._collector.factors()
+            self._collector = None
+        self.eig = {}
+        for k, F in self.factors.items():
+            QA, lA = eig_factor(F.A, F.A_lowrank)
+            QG, lG = eig_factor(F.G, F.G_lowrank)
+            self.eig[k] = (QG, lG, QA, lA)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, F in self.factors.items():
+            out[f"{k}.A"], out[f"{k}.G"] = F.A, F.G
+            out[f"{k}.counts"] = torch.tensor([F.n_examples, F.n_rows, int(F.A_lowrank), int(F.G_lowrank)])
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.factors = {}
+        for k, b in self.blocks.items():
+            n_ex, n_rows, a_lr, g_lr = (int(v) for v in tensors[f"{k}.counts"])
+            self.factors[k] = KronFactors(
+                A=tensors[f"{k}.A"].to(self.device, self.dtype), G=tensors[f"{k}.G"].to(self.device, self.dtype),
+                n_examples=n_ex, n_rows=n_rows, bias_in_A=b["bias_in_A"], A_lowrank=bool(a_lr), G_lowrank=bool(g_lr),
+            )
+        self.finalize()
+
+    # ---- posterior ----------------------------------------------------------------------------------------------
+    def _lambda(self, key: str, delta: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        QG, lG, QA, lA = self.eig[key]
+        b = self.blocks[key]
+        dlt = delta[b["group"]]
+        lam = scale * torch.outer(lG, lA) / self.factors[key].n_rows + dlt
+        lam = positive(lam, f"KFAC posterior precision of block {key!r}")
+        complete = QG.shape[1] == QG.shape[0] and QA.shape[1] == QA.shape[0]
+        return lam, dlt, complete
+
+    def logdet_precision(self, delta, scale):
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        for key, b in self.blocks.items():
+            lam, dlt, _ = self._lambda(key, delta, scale)
+            dG, dA = b["index"].shape
+            total = total + lam.log().sum() + (dG * dA - lam.numel()) * positive(dlt.reshape(1), "prior precision").log()[0]
+        return total
+
+    def sample(self, n, delta, scale, generator):
+        out = torch.zeros(n, self.d, dtype=self.dtype, device=self.device)
+        for key, b in self.blocks.items():
+            QG, _, QA, _ = self.eig[key]
+            lam, dlt, complete = self._lambda(key, delta, scale)
+            dG, dA = b["index"].shape
+            z = torch.randn(n, dG, dA, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
+            zr = QG.T @ z @ QA
+            if complete:
+                x = QG @ (zr * lam.rsqrt()) @ QA.T
+            else:
+                x = z * dlt.rsqrt() + QG @ (zr * (lam.rsqrt() - dlt.rsqrt())) @ QA.T
+            out[:, b["index"].reshape(-1)] = x.reshape(n, -1)
+        return out
+
+    def precision_matrix(self, delta, scale):
+        P = torch.zeros(self.d, self.d, dtype=self.dtype, device=self.device)
+        for key, b in self.blocks.items():
+            F = self.factors[key]
+            idx = b["index"].reshape(-1)
+            Pb = scale * torch.kron(F.dense_G(), F.dense_A()) / F.n_rows + delta[b["group"]] * torch.eye(idx.numel(), dtype=self.dtype, device=self.device)
+            P[idx[:, None], idx[None, :]] = Pb
+        return P
+
+    def glm_cov(self, model, batch, forward_fn, delta, scale):
+        mods = self._modules(model)
+        with LinearTaps(mods) as taps:
+            f, _ = forward_fn(model, batch)
+            V = cotangents(f, f, "classification", "jacobian")
+            grads = taps.output_grads(f, V)
+            cov = torch.zeros(f.shape[0], f.shape[1], f.shape[1], dtype=self.dtype, device=f.device)
+            for key, b in self.blocks.items():
+                g = grads[key].to(self.dtype)  # (C, B, T, dG)
+                a = self._augment(b, taps.activations(key)).to(self.dtype)  # (B, T, dA)
+                cov += self._block_cov(key, a, g, delta, scale)
+        return f.detach(), cov
+
+    @staticmethod
+    def _augment(b: dict[str, Any], a: torch.Tensor) -> torch.Tensor:
+        parts = [a] if b["weight_in"] else []
+        if b["bias_in_A"]:
+            parts.append(torch.ones_like(a[..., :1]))
+        return torch.cat(parts, -1)
+
+    def _block_cov(self, key: str, a: torch.Tensor, g: torch.Tensor, delta, scale) -> torch.Tensor:
+        QG, _, QA, _ = self.eig[key]
+        lam, dlt, complete = self._lambda(key, delta, scale)
+        C, B, T, dG = g.shape
+        dA, kG, kA = a.shape[-1], QG.shape[1], QA.shape[1]
+        rotate_first = C * T * dG * kG + T * dA * kA + C * T * kG * kA
+        j_first = C * T * dG * dA + C * dG * dA * kG + C * kG * dA * kA
+        J = None
+        if rotate_first <= j_first:
+            M = torch.einsum("cbtg,bta->bcga", g @ QG, a @ QA)
+        else:
+            J = torch.einsum("cbtg,bta->bcga", g, a)
+            M = QG.T @ J @ QA
+        W = 1.0 / lam if complete else 1.0 / lam - 1.0 / dlt
+        cov = torch.einsum("bcga,ga,bega->bce", M, W, M)
+        if not complete:
+            gram_cost = T * T * dA + C * C * T * T * dG
+            if J is None and gram_cost < C * T * dG * dA + C * C * dG * dA:
+                Ka = a @ a.transpose(1, 2)  # (B, T, T)
+                cov = cov + torch.einsum("bts,cbtg,ebsg->bce", Ka, g, g) / dlt
+            else:
+                J = torch.einsum("cbtg,bta->bcga", g, a) if J is None else J
+                cov = cov + torch.einsum("bcga,bega->bce", J, J) / dlt
+        return cov

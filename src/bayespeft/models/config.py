@@ -1,0 +1,77 @@
+"""The ``model`` config section: which backbone, where its weights come from, and tiny-config overrides."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..schema import Section
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelConfig(Section):
+    """Backbone selection. ``name`` is a :data:`bayespeft.models.MODELS` registry name (``bayespeft list models``)."""
+
+    name: str = Field(description="backbone registry name, e.g. micro_vit, vit_base_patch16_224, hf_text, resnet18_cifar")
+    pretrained: bool | None = Field(
+        None,
+        description=(
+            "load pretrained weights (from `path`, else the local Hugging Face hub cache). null = the backbone's "
+            "default: pretrained for timm/Hugging Face backbones, random init for micro_vit/resnet18_cifar/wrn28_10 "
+            "(which have no published weights; give `path` to a .safetensors state dict to load your own)"
+        ),
+    )
+    path: str | None = Field(
+        None,
+        description=(
+            "local weights: a Hugging Face model directory (config.json + weights), a timm weights file "
+            "(.safetensors/.bin/.pth/.npz) or timm hub directory, or a .safetensors state dict for CIFAR nets"
+        ),
+    )
+    tokenizer: str | None = Field(
+        None, description="text backbones: local tokenizer directory (default: `path`); needed when building from config"
+    )
+    image_size: int | None = Field(
+        None, description="image backbones: input resolution in pixels (default: the backbone's native size)"
+    )
+    max_length: int = Field(128, description="text backbones: maximum tokens per example (truncation length)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "architecture overrides passed to the config/constructor, e.g. {depth: 2, embed_dim: 32} (timm), "
+            "{hidden_size: 32, num_hidden_layers: 2} (transformers), {model_type: llama, ...} for hf_causal_lm "
+            "from config, {depth: 10, widen_factor: 1} (wrn28_10)"
+        ),
+    )
+    dtype: Dtype = Field("float32", description="parameter dtype of the backbone: float32, bfloat16 or float16")
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, v: str) -> str:
+        from .registry import MODELS
+
+        MODELS.get(v)  # raises UnknownNameError listing the known names
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int | None) -> int | None:
+        if v is not None and v < 2:
+            raise ValueError(f"image_size must be an integer >= 2 (pixels) or null for the backbone's default, got {v}")
+        return v
+
+    @field_validator("max_length")
+    @classmethod
+    def _max_length(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"max_length must be a positive number of tokens, got {v}")
+        return v
+
+    @field_validator("path", "tokenizer")
+    @classmethod
+    def _non_empty(cls, v: str | None, info) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError(f"{info.field_name} must be a non-empty path or null")
+        return v

@@ -1,0 +1,121 @@
+"""timm Vision Transformers (ImageNet-pretrained ViT/DeiT) and ``micro_vit`` (a tiny ViT for 8x8 digits).
+
+Pretrained weights come from ``cfg.path`` -- a weights file (``.safetensors``/``.bin``/``.pth``; ``.npz`` for the
+original JAX checkpoints) or a timm hub directory (``config.json`` + ``model.safetensors``) -- via timm's
+``pretrained_cfg_overlay``, otherwise from the local Hugging Face hub cache (no download with ``HF_HUB_OFFLINE=1``).
+timm drops the 1000-class ImageNet head when ``num_classes`` differs and initialises a new ``head``; with
+``image_size`` the position embeddings are resampled (``img_size=`` argument of timm's ViT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+from ..spec import InputSpec
+from .config import ModelConfig
+from .registry import register_model
+from .targets import attention_targets
+from .task import ImageClassifier
+from .weights import load_backbone_weights
+
+TIMM_VITS = ("vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224")
+
+#: micro_vit defaults: 16 patches of 2x2 pixels, 2 blocks of width 32 (~18k parameters).
+MICRO_VIT_DEFAULTS: dict[str, Any] = dict(
+    img_size=8, patch_size=2, in_chans=1, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, global_pool="avg"
+)
+#: Mean and std of all 1797 x 64 scikit-learn digits pixels after scaling to [0, 1] (pixel / 16);
+#: ``tests/models`` recomputes them from scikit-learn.
+DIGITS_MEAN, DIGITS_STD = 0.30526028624095713, 0.3760492217920148
+
+
+def _overlay(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        return {"source": "local-dir", "file": str(p)}
+    if not p.is_file():
+        raise FileNotFoundError(f"model.path {p} does not exist (expected a timm weights file or hub directory)")
+    return {"source": "", "file": str(p), "custom_load": p.suffix == ".npz"}
+
+
+def _create_timm(arch: str, name: str, cfg: ModelConfig, num_classes: int, pretrained: bool, **extra: Any):
+    import timm
+
+    kwargs = {**extra, **cfg.overrides}
+    if cfg.image_size is not None:
+        kwargs["img_size"] = cfg.image_size
+    if pretrained and cfg.path:
+        kwargs["pretrained_cfg_overlay"] = _overlay(cfg.path)
+    try:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"model.overrides {sorted(cfg.overrides)} not accepted by timm {arch}: {e}") from e
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        if not pretrained:
+            raise
+        source = cfg.path or "the local Hugging Face hub cache"
+        err = CheckpointError if cfg.path else FileNotFoundError
+        raise err(
+            f"could not load pretrained weights for {name} from {source} ({type(e).__name__}: {e}). Give model.path "
+            "(a timm weights file or hub directory) or set model.pretrained: false for random init"
+        ) from e
+
+
+def _timm_spec(model, cfg: ModelConfig) -> InputSpec:
+    import timm.data
+
+    dc = timm.data.resolve_model_data_config(model)
+    chans, _, size = dc["input_size"]
+    return InputSpec(
+        kind="image", image_size=cfg.image_size or int(size), in_chans=int(chans),
+        mean=tuple(float(v) for v in dc["mean"]), std=tuple(float(v) for v in dc["std"]),
+    )
+
+
+def _timm_builder(arch: str):
+    def build(cfg: ModelConfig, num_classes: int, pretrained: bool, tokenizer: Any = None) -> ImageClassifier:
+        model = _create_timm(arch, cfg.name, cfg, num_classes, pretrained)
+        head = model.pretrained_cfg.get("classifier", "head")
+        return ImageClassifier(
+            model, name=cfg.name, family="timm", num_classes=num_classes, input_spec=_timm_spec(model, cfg),
+            head_modules=[head], default_targets=attention_targets(model),
+        )
+
+    return build
+
+
+for _arch in TIMM_VITS:
+    register_model(_arch, "timm", True, hub_id=f"timm/{_arch}", description=f"timm {_arch} (ImageNet weights)")(
+        _timm_builder(_arch)
+    )
+
+
+@register_model("micro_vit", "micro_vit", False, description="tiny timm ViT for 8x8 1-channel digits (random init)")
+def build_micro_vit(cfg: ModelConfig, num_classes: int, pretrained: bool, tokenizer: Any = None) -> ImageClassifier:
+    """timm ``VisionTransformer`` with :data:`MICRO_VIT_DEFAULTS` (``overrides`` replace any of them).
+
+    Input: ``pixel_values`` (B, 1, 8, 8) normalised with the digits pixel mean/std. ``path`` loads a safetensors
+    state dict saved from the same architecture.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    kwargs = {**MICRO_VIT_DEFAULTS, **cfg.overrides}
+    if cfg.image_size is not None:
+        kwargs["img_size"] = cfg.image_size
+    try:
+        model = VisionTransformer(num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"model.overrides {sorted(cfg.overrides)} not accepted by timm VisionTransformer: {e}") from e
+    if pretrained:
+        load_backbone_weights(model, cfg.path, ["head"])
+    chans = int(kwargs["in_chans"])
+    spec = InputSpec(
+        kind="image", image_size=int(kwargs["img_size"]), in_chans=chans,
+        mean=(DIGITS_MEAN,) * chans, std=(DIGITS_STD,) * chans,
+    )
+    return ImageClassifier(
+        model, name=cfg.name, family="micro_vit", num_classes=num_classes, input_spec=spec,
+        head_modules=["head"], default_targets=attention_targets(model),
+    )

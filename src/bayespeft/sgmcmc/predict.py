@@ -1,0 +1,61 @@
+"""Predictions from posterior samples: a single sample, or the ensemble average of **probabilities** (never logits).
+
+``ensemble_predict`` computes ``p(y|x, D) ≈ (1/S) Σ_s softmax(f_{θ_s}(x))`` over the S samples of a store, loading
+each sample into the model's trainable parameters in turn and restoring the original values (e.g. the MAP) after,
+even on error. Inputs: a loader in the :mod:`bayespeft.batch` convention. Output: ``(N, C)`` float32 on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import forward_batch, to_device
+from .model import load_params, trainable_params
+from .store import SampleStore
+
+
+@torch.no_grad()
+def _probs(model: nn.Module, loader: Iterable, device: torch.device) -> Tensor:
+    out = []
+    for batch in loader:
+        logits, _ = forward_batch(model, to_device(batch, device))
+        out.append(logits.float().softmax(-1).cpu())
+    if not out:
+        raise ValueError("the loader yielded no batches")
+    return torch.cat(out)
+
+
+def predict_sample(model: nn.Module, sample: Mapping[str, Tensor], loader: Iterable) -> Tensor:
+    """Class probabilities ``(N, C)`` of the model with its trainable parameters set to ``sample``; restores them."""
+    return ensemble_predict(model, [sample], loader)
+
+
+def ensemble_predict(model: nn.Module, store: SampleStore | Iterable[Mapping[str, Tensor]], loader: Iterable,
+                     indices: list[int] | None = None) -> Tensor:
+    """Average of the per-sample class probabilities over ``store`` (or the given ``indices`` of it)."""
+    device = next(model.parameters()).device
+    live = trainable_params(model)
+    saved = {n: p.detach().clone() for n, p in live.items()}
+    was_training = model.training
+    model.eval()
+    if isinstance(store, SampleStore):
+        idx = range(len(store)) if indices is None else indices
+        samples: Iterable = (store.load(i) for i in idx)
+    else:
+        samples = store
+    total, count = None, 0
+    try:
+        for sample in samples:
+            load_params(model, {k: v.to(device) for k, v in sample.items()})
+            p = _probs(model, loader, device)
+            total = p if total is None else total.add_(p)
+            count += 1
+    finally:
+        load_params(model, saved)
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("no samples to average (empty store or indices)")
+    return total / count

@@ -1,0 +1,355 @@
+r"""The one MAP training loop, for every adapter method and task.
+
+Objective: mean cross-entropy of ``forward_batch(model, batch)`` logits (B, C) against the labels (optionally label
+smoothed), minimised over the trainable parameters :math:`\theta` (``requires_grad=True``) with AdamW (decoupled weight
+decay on tensors with ndim >= 2 unless ``decay_1d``), a linear warmup then cosine decay to 0 of the learning rate
+(``transformers.get_cosine_schedule_with_warmup``, one scheduler step per optimiser step), and optional clipping of
+the global gradient L2 norm. After each epoch the model is evaluated on the validation loader; the epoch with the best
+``monitor`` value (``val_loss`` lowest / ``val_acc`` highest, first one wins ties) is kept as the MAP checkpoint and
+early stopping ends the run after ``patience`` epochs without improvement. At the end the model holds the best
+weights.
+
+Exact resumption: after every epoch the loop writes the weights, the optimiser/scheduler state and every RNG state
+(python, numpy, torch CPU/CUDA, the train loader's generators); ``fit(..., resume=True)`` on the same ``run_dir``
+continues from there and ends with the same weights, bit for bit on CPU, as an uninterrupted run. (Data loaders with
+``persistent_workers=True`` keep worker RNG state that cannot be captured; resumption then reproduces everything
+but per-worker randomness.)
+
+Divergence: the loss (and, with clipping, the gradient norm) is checked every step before the optimiser step, and
+the validation loss and the weights before any checkpoint write; a non-finite value raises
+:class:`TrainingDivergedError` and leaves the last good checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import io
+from ..batch import forward_batch, to_device
+from ..errors import CheckpointError
+from ..metrics import classification_metrics
+from ..progress import progress as progress_bar
+from ..seed import seed_everything
+from .checkpoint import (
+    get_rng_state,
+    load_state,
+    load_weights,
+    loader_generators,
+    save_state,
+    save_weights,
+    set_rng_state,
+    weights_epoch,
+)
+from .config import TrainConfig
+from .predict import _sync, autocast, eval_pass
+from .result import EpochRecord, TrainingDivergedError, TrainResult
+
+Callback = Callable[[EpochRecord], None]
+#: Config fields that may change between an interrupted run and its resumption.
+RESUME_MAY_CHANGE = frozenset({"progress", "checkpoint_every_epoch", "device"})
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Any,
+    val_loader: Any | None,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train ``model``'s trainable parameters (MAP) and return a :class:`TrainResult`.
+
+    Args:
+        model: an ``nn.Module`` called as in :mod:`bayespeft.batch`; returns logits (B, C).
+        train_loader / val_loader: iterables of batches (dicts with ``labels`` or ``(x, y)`` pairs); ``val_loader``
+            may be None (then every epoch counts as the best and ``patience`` must be None).
+        cfg: :class:`TrainConfig`.
+        run_dir: checkpoints go to ``run_dir/checkpoints/``, the history to ``run_dir/history.json``.
+        resume: continue from ``run_dir/checkpoints/last_state.pt`` if it exists (the config must be the same
+            except for ``progress``, ``checkpoint_every_epoch`` and ``device``); a finished run is not retrained.
+        callbacks: called with each :class:`EpochRecord` after that epoch's checkpoints are written.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if cfg.patience is not None and val_loader is None:
+        raise ValueError("early stopping (patience) needs a val_loader; pass one or set patience=None")
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    device = resolve_device(cfg.device)
+    amp_dtype = resolve_amp(cfg.precision, device)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    model.to(device)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(
+            "the model has no trainable parameters (none has requires_grad=True); apply an adapter "
+            "(bayespeft.adapters.apply_adapter) or unfreeze the parameters to train"
+        )
+    params = [p for _, p in named]
+    optimizer = build_optimizer(named, cfg, device)
+    steps_per_epoch = count_steps(train_loader, cfg)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total_steps))
+    if warmup >= total_steps and warmup > 0:
+        raise ValueError(f"warmup ({warmup} steps) must be shorter than the whole run ({total_steps} steps)")
+    from transformers import get_cosine_schedule_with_warmup  # lazy: importing transformers costs seconds
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    generators = loader_generators(train_loader)
+
+    st: dict[str, Any] = {
+        "epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0,
+        "stopped_early": False, "history": [], "config": cfg.model_dump(), "steps_per_epoch": steps_per_epoch,
+    }
+    resumed_from = None
+    if resume and (ckpt_dir / "last_state.pt").exists():
+        st = _resume(ckpt_dir, model, optimizer, scheduler, generators, cfg, steps_per_epoch)
+        resumed_from = st["epoch"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    last_saved = st["epoch"] if resumed_from is not None else None
+    todo = [] if st["stopped_early"] else list(range(st["epoch"] + 1, cfg.epochs + 1))
+    for epoch in progress_bar(todo, desc="epochs", enabled=cfg.progress, leave=True):
+        t_epoch = time.perf_counter()
+        try:
+            tr = _train_epoch(model, train_loader, optimizer, scheduler, params, cfg, device, amp_dtype, epoch,
+                              steps_per_epoch, st["global_step"], ckpt_dir, last_saved)
+            val = None
+            if val_loader is not None:
+                val = eval_pass(model, val_loader, keep_probs=False, amp_dtype=amp_dtype, progress=cfg.progress, desc="val")
+                if not math.isfinite(val.loss):
+                    _diverged(cfg, epoch, tr["steps"], val.loss, "the validation loss", ckpt_dir, last_saved)
+            if not torch.stack([torch.isfinite(p).all() for p in params]).all():  # one host sync
+                bad = [n for n, p in named if not torch.isfinite(p).all()]
+                _diverged(cfg, epoch, tr["steps"], float("nan"), f"parameter {bad[0]}", ckpt_dir, last_saved)
+        except TrainingDivergedError as e:
+            io.write_json(run_dir / "history.json", {"status": "diverged", "error": str(e), **_public(st)})
+            raise
+        st["global_step"] += tr["steps"]
+        metric = None if val is None else (val.loss if cfg.monitor == "val_loss" else val.acc)
+        improved = _improved(metric, st["best_metric"], cfg)
+        if improved:
+            st.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
+        else:
+            st["bad_epochs"] += 1
+        st["stopped_early"] = cfg.patience is not None and st["bad_epochs"] >= cfg.patience
+        rec = EpochRecord(
+            epoch=epoch, train_loss=tr["loss"], train_acc=tr["acc"], val_loss=None if val is None else val.loss,
+            val_acc=None if val is None else val.acc, lr=tr["lr"], steps=tr["steps"], train_examples=tr["n"],
+            train_time_s=tr["seconds"], val_time_s=0.0 if val is None else val.seconds,
+            epoch_time_s=time.perf_counter() - t_epoch, improved=improved,
+        )
+        st["history"].append(rec.to_dict())
+        st["epoch"] = epoch
+        if cfg.checkpoint_every_epoch or st["stopped_early"] or epoch == cfg.epochs:
+            save_weights(ckpt_dir / "last.safetensors", model, epoch)
+            save_state(ckpt_dir / "last_state.pt", {
+                **st, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": get_rng_state(generators),
+            })
+            last_saved = epoch
+        if improved:  # after last_state: a crash in between is repaired on resume from last.safetensors
+            save_weights(ckpt_dir / "best.safetensors", model, epoch)
+        io.write_json(run_dir / "history.json", {"status": "running", **_public(st)})
+        for cb in callbacks:
+            cb(rec)
+        if st["stopped_early"]:
+            break
+
+    if (ckpt_dir / "best.safetensors").exists():
+        load_weights(ckpt_dir / "best.safetensors", model)
+    val_metrics, infer_tp = None, None
+    if val_loader is not None:
+        final = eval_pass(model, val_loader, keep_probs=True, amp_dtype=amp_dtype, progress=cfg.progress, desc="final eval")
+        val_metrics = {**classification_metrics(final.probs, final.labels), "loss": final.loss}
+        infer_tp = final.throughput
+    history = [EpochRecord(**h) for h in st["history"]]
+    train_time = sum(h.train_time_s for h in history)
+    mem, mem_kind = peak_memory(device)
+    result = TrainResult(
+        history=history, monitor=cfg.monitor, best_epoch=st["best_epoch"], best_metric=st["best_metric"],
+        epochs_run=len(history), stopped_early=st["stopped_early"],
+        train_time_s=sum(h.epoch_time_s for h in history),
+        train_throughput=sum(h.train_examples for h in history) / train_time if train_time > 0 else 0.0,
+        inference_throughput=infer_tp, peak_memory_bytes=mem, peak_memory_kind=mem_kind, device=str(device),
+        precision="bf16" if amp_dtype is not None else "fp32", n_trainable_params=sum(p.numel() for p in params),
+        total_steps=st["global_step"], resumed_from_epoch=resumed_from, checkpoint_dir=str(ckpt_dir),
+        val_metrics=val_metrics, config=cfg.model_dump(),
+    )
+    io.write_json(run_dir / "history.json", {"status": "finished", **result.to_dict()})
+    return result
+
+
+def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_dtype, epoch, steps_per_epoch,
+                 global_step, ckpt_dir, last_saved) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns mean loss/accuracy, last lr, steps, examples and seconds."""
+    model.train()
+    clip = cfg.clip_norm()
+    loss_sum = 0.0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = steps = 0
+    lr = optimizer.param_groups[0]["lr"]
+    _sync(device)
+    t0 = time.perf_counter()
+    bar = progress_bar(loader, desc=f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, enabled=cfg.progress)
+    try:
+        for batch in bar:
+            batch = to_device(batch, device)
+            with autocast(device, amp_dtype):
+                logits, labels = forward_batch(model, batch)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            checks = [loss.detach()]
+            if clip:
+                checks.append(torch.nn.utils.clip_grad_norm_(params, clip).detach().float())
+            values = torch.stack(checks).tolist()  # the one host sync per step
+            if not math.isfinite(values[0]):
+                _diverged(cfg, epoch, steps + 1, values[0], "the training loss", ckpt_dir, last_saved, global_step + steps + 1)
+            if len(values) > 1 and not math.isfinite(values[1]):
+                _diverged(cfg, epoch, steps + 1, values[1], "the gradient norm", ckpt_dir, last_saved, global_step + steps + 1)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            b = int(labels.shape[0])
+            loss_sum += values[0] * b
+            correct += (logits.detach().argmax(dim=-1) == labels).sum()
+            n += b
+            steps += 1
+            if steps >= steps_per_epoch:
+                break
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    if steps == 0:
+        raise ValueError("the train loader yielded no batches")
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"loss": loss_sum / n, "acc": int(correct) / n, "lr": lr, "steps": steps, "n": n, "seconds": seconds}
+
+
+def _diverged(cfg: TrainConfig, epoch: int, step: int, value: float, what: str, ckpt_dir: Path | None,
+              last_saved: int | None, global_step: int | None = None) -> None:
+    where = f"epoch {epoch}, step {step}" + (f" (global step {global_step})" if global_step else "")
+    kept = (
+        f"the last good checkpoint (epoch {last_saved}) is kept in {ckpt_dir}" if last_saved
+        else "no checkpoint of this run was overwritten"
+    )
+    hint = f"a smaller grad_clip (now {cfg.grad_clip})" if cfg.clip_norm() else "gradient clipping (e.g. grad_clip=1.0)"
+    raise TrainingDivergedError(
+        f"training diverged at {where}: {what} is {value}; {kept}. "
+        f"Try a lower learning rate (lr={cfg.lr:g}) or {hint}.",
+        epoch=epoch, step=step, loss=value,
+    )
+
+
+def _improved(metric: float | None, best: float | None, cfg: TrainConfig) -> bool:
+    if metric is None or best is None:
+        return True
+    if cfg.monitor == "val_loss":
+        return metric < best - cfg.min_delta
+    return metric > best + cfg.min_delta
+
+
+def _public(st: dict[str, Any]) -> dict[str, Any]:
+    keys = ("epoch", "global_step", "best_epoch", "best_metric", "bad_epochs", "stopped_early", "history")
+    return {k: st[k] for k in keys}
+
+
+def _resume(ckpt_dir: Path, model, optimizer, scheduler, generators, cfg: TrainConfig, steps_per_epoch: int) -> dict:
+    st = load_state(ckpt_dir / "last_state.pt")
+    old, new = st["config"], cfg.model_dump()
+    diff = [k for k in sorted(set(old) | set(new)) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
+    if diff:
+        changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"{ckpt_dir} was written with a different train config ({changes}); resuming would not reproduce the run. "
+            "Use the original values, a new run directory, or resume=False."
+        )
+    if st["steps_per_epoch"] != steps_per_epoch:
+        raise CheckpointError(
+            f"{ckpt_dir} was written with {st['steps_per_epoch']} steps per epoch, the train loader now gives "
+            f"{steps_per_epoch}; resume with the same data and batch size"
+        )
+    epoch = load_weights(ckpt_dir / "last.safetensors", model)
+    if epoch != st["epoch"]:
+        raise CheckpointError(
+            f"{ckpt_dir}: last.safetensors is from epoch {epoch} but last_state.pt from epoch {st['epoch']} "
+            "(interrupted while writing?); restart with resume=False"
+        )
+    best = ckpt_dir / "best.safetensors"
+    if st["best_epoch"] and (not best.exists() or weights_epoch(best) != st["best_epoch"]):
+        if st["best_epoch"] != st["epoch"]:
+            raise CheckpointError(
+                f"{best} is missing or not from the best epoch {st['best_epoch']}; restart with resume=False"
+            )
+        save_weights(best, model, epoch)  # the crash came between last_state.pt and best.safetensors
+    optimizer.load_state_dict(st.pop("optimizer"))
+    scheduler.load_state_dict(st.pop("scheduler"))
+    set_rng_state(st.pop("rng"), generators)
+    return st
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
+    """bfloat16 autocast dtype on CUDA for ``precision='bf16'``; None (fp32) otherwise, with a warning on fallback."""
+    if precision != "bf16":
+        return None
+    if device.type != "cuda":
+        warnings.warn("precision='bf16' autocast is only used on CUDA; training in fp32 on CPU", stacklevel=3)
+        return None
+    if not torch.cuda.is_bf16_supported():
+        warnings.warn("this GPU does not support bfloat16; training in fp32", stacklevel=3)
+        return None
+    return torch.bfloat16
+
+
+def build_optimizer(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for _, p in named if cfg.decay_1d or p.ndim >= 2]
+    no_decay = [p for _, p in named if not (cfg.decay_1d or p.ndim >= 2)]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+def count_steps(loader: Any, cfg: TrainConfig) -> int:
+    try:
+        n = len(loader)
+    except TypeError:
+        n = None
+    if n is None:
+        if cfg.max_steps_per_epoch is None:
+            raise ValueError("the train loader has no length (an IterableDataset?); set train.max_steps_per_epoch")
+        return cfg.max_steps_per_epoch
+    if n == 0:
+        raise ValueError("the train loader is empty (0 batches); check the dataset and batch size / drop_last")
+    return min(n, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else n
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """CUDA max allocated bytes since the start of training, or the process's peak RSS (bytes) on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"

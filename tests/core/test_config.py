@@ -1,0 +1,81 @@
+"""Config loading: validation messages, base inheritance, --set overrides."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from bayespeft.config import ConfigError, apply_overrides, dump_config, load_config, read_yaml
+
+BASE = textwrap.dedent(
+    """
+    name: tiny
+    data: {name: digits, max_train: 64}
+    model: {name: micro_vit, pretrained: false}
+    adapter: {method: lora, r: 4}
+    train: {epochs: 1, lr: 0.01}
+    """
+)
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_valid_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.adapter.method == "lora" and cfg.adapter.r == 4 and cfg.train.lr == 0.01
+    again = load_config(write(tmp_path, dump_config(cfg), "dumped.yaml"))
+    assert again == cfg
+
+
+def test_unknown_key_names_key_and_closest(tmp_path):
+    p = write(tmp_path, BASE.replace("lr: 0.01", "lrr: 0.01"))
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lrr' \(did you mean 'train\.lr'\?\)"):
+        load_config(p)
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'adaptr'.*did you mean 'adapter'"):
+        load_config(write(tmp_path, BASE + "adaptr: {}\n"))
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("adapter.r=0", r"adapter\.r"),
+        ("train.lr=-1", r"train\.lr"),
+        ("adapter.method=lorax", r"adapter\.method.*(lora|normtune)"),
+    ],
+)
+def test_bad_values_say_what_is_allowed(tmp_path, override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(write(tmp_path, BASE), [override])
+
+
+def test_set_overrides_parse_yaml_values(tmp_path):
+    cfg = load_config(write(tmp_path, BASE), ["train.lr=3e-4", "adapter.r=16", "adapter.target_modules=[qkv]"])
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.adapter.r == 16 and cfg.adapter.target_modules == ["qkv"]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_base_inheritance_deep_merges(tmp_path):
+    write(tmp_path, BASE, "defaults.yaml")
+    child = write(tmp_path, "base: defaults.yaml\nadapter: {r: 8}\n", "child.yaml")
+    raw = read_yaml(child)
+    assert raw["adapter"] == {"method": "lora", "r": 8} and raw["train"]["lr"] == 0.01
+    write(tmp_path, "base: loop2.yaml\n", "loop1.yaml")
+    write(tmp_path, "base: loop1.yaml\n", "loop2.yaml")
+    with pytest.raises(ConfigError, match="circular"):
+        read_yaml(tmp_path / "loop1.yaml")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "data: [unclosed\n"))

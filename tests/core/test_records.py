@@ -1,0 +1,39 @@
+"""Run directories and the append-only results CSV."""
+
+from __future__ import annotations
+
+import pytest
+
+from bayespeft.experiments.records import RESULT_COLUMNS, append_result, new_run_dir, read_results
+from bayespeft.registry import Registry, UnknownNameError
+
+
+def test_append_only_csv_keeps_rows_and_header(tmp_path):
+    csv = tmp_path / "r" / "results.csv"
+    append_result(csv, {"method": "lora", "acc@1": 0.5, "ece": 0.1})
+    append_result(csv, {"method": "full", "acc@1": 0.75})
+    df = read_results(csv)
+    assert list(df.columns) == RESULT_COLUMNS
+    assert df["method"].tolist() == ["lora", "full"] and df["acc@1"].tolist() == [0.5, 0.75]
+    with pytest.raises(ValueError, match="unknown result columns"):
+        append_result(csv, {"acc": 1.0})
+    bad = tmp_path / "other.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="different header"):
+        append_result(bad, {"method": "lora"})
+    assert bad.read_text() == "a,b\n1,2\n"
+
+
+def test_run_dirs_are_fresh(tmp_path):
+    a, b = new_run_dir(tmp_path, "x"), new_run_dir(tmp_path, "x")
+    assert a != b and a.is_dir() and b.is_dir()
+
+
+def test_registry_lists_names_and_rejects_duplicates():
+    reg: Registry[int] = Registry("widget")
+    reg.register("alpha", 1)
+    reg.register("beta")(2)
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'alpah'. Did you mean 'alpha'\? Known widgets: alpha, beta"):
+        reg.get("alpah")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("alpha", 3)
