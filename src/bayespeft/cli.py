@@ -58,18 +58,19 @@ def _train(p):
 def _evaluate(p):
     _config_args(p)
     p.add_argument("--checkpoint", required=True, help="adapter/checkpoint directory or run directory")
-    p.add_argument("--samples", help="SG-MCMC sample-store directory: evaluate MAP vs single sample vs ensemble")
+    p.add_argument("--samples", help="SG-MCMC sample store (or the run directory holding samples/): MAP vs single "
+                   "sample vs ensemble, with the convergence verdict")
 
     def run(args):
         cfg = _load(args)
         if args.samples:
             from .sgmcmc.pipeline import evaluate_samples_run
 
-            out = evaluate_samples_run(cfg, args.checkpoint, args.samples)
-        else:
-            from .pipeline import evaluate_run
+            _print_sgmcmc(evaluate_samples_run(cfg, args.checkpoint, args.samples))
+            return
+        from .pipeline import evaluate_run
 
-            out = evaluate_run(cfg, args.checkpoint)
+        out = evaluate_run(cfg, args.checkpoint)
         rows = [{"posterior": k, "split": s, **m} for k, v in out.items() if isinstance(v, dict) and k not in ("params",) for s, m in v.items() if isinstance(m, dict) and "acc" in m]
         _print_table(rows, ["posterior", "split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
@@ -110,12 +111,19 @@ def _sample(p):
     def run(args):
         from .sgmcmc.pipeline import sample_run
 
-        out = sample_run(_load(args), args.checkpoint)
-        _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
-        print(f"diagnostics verdict: {out['verdict']}")
-        print(f"run directory: {out['run_dir']}")
+        _print_sgmcmc(sample_run(_load(args), args.checkpoint))
 
     p.set_defaults(run=run)
+
+
+def _print_sgmcmc(out: dict) -> None:
+    """MAP vs single sample vs ensemble table, the convergence verdict as measured, and any diverged chains."""
+    _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
+    print(f"diagnostics verdict: {out['verdict']}")
+    for chain, d in out.get("diverged", {}).items():
+        print(f"warning: chain {chain} diverged at step {d['step']} ({d['reason']}); it is excluded from the "
+              "ensemble and the diagnostics", file=sys.stderr)
+    print(f"run directory: {out['run_dir']}")
 
 
 @command("quickstart", "the embedded-default experiment on digits: all methods + Bayesian rows, in minutes on a CPU")

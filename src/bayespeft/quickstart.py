@@ -61,7 +61,7 @@ def pretrain_upstream(cfg: ExperimentConfig, epochs: int = 30) -> Path:
     data = build_data(up_data, model.input_spec)
 
     def upstream_subset(ds):
-        keep = [i for i in range(len(ds)) if int(ds[i]["labels"]) < UPSTREAM_CLASSES]
+        keep = torch.nonzero(torch.as_tensor(ds.targets) < UPSTREAM_CLASSES).flatten().tolist()
         return Subset(ds, keep)
 
     g = torch.Generator().manual_seed(up_train.seed)
@@ -118,6 +118,30 @@ def _row(method: str, posterior: str, split: str, params: dict, m: dict, seconds
     }
 
 
+#: Laplace posteriors of the quickstart: over all tuned parameters (LoRA adapters + head) and over the head only.
+QUICKSTART_LAPLACE = (
+    {"structure": "diag"},
+    {"structure": "kfac"},
+    {"structure": "full", "subset": "last_layer"},
+)
+
+
 def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
-    """Laplace and SG-MCMC rows over the trained LoRA model (filled in by the Bayesian modules)."""
-    return []
+    """Laplace (diag, KFAC, last-layer full) and a short SGLD ensemble over the trained LoRA model."""
+    from .laplace.config import LaplaceConfig
+    from .laplace.pipeline import fit_and_evaluate
+
+    cfg = validate(yaml_safe(run.run_dir / "config.yaml"), "quickstart run config")
+    rows = []
+    for spec in QUICKSTART_LAPLACE:
+        lc = LaplaceConfig(prior_method="marglik", **spec)
+        res = fit_and_evaluate(cfg, run.built, run.run_dir, lc)
+        for split, m in res["splits"].items():
+            rows.append(_row("lora", res["label"], split, run.built.params, m, res["fit_time_s"] + res["prior_time_s"]))
+    return rows
+
+
+def yaml_safe(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())

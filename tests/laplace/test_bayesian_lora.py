@@ -215,3 +215,15 @@ def test_bad_arguments_raise() -> None:
         p.requires_grad_(False)
     frozen_out = calculate_kronecker_factors(model, last_logits, one_token_loader(x), curvature="ggn")
     assert list(frozen_out) == ["2"]  # frozen layers are not targeted
+
+
+def test_no_hooks_or_hook_flags_left_behind(draws: FixedDraws) -> None:
+    x = data()
+    ours_model, their_model = mlp(), mlp()
+    calculate_kronecker_factors(ours_model, last_logits, one_token_loader(x))
+    assert not ours_model[0]._forward_hooks and not ours_model[0]._forward_pre_hooks
+    ours_model[0].register_backward_hook(lambda *a: None)  # e.g. what laplace-torch's ASDL backend does
+    draws.reset()
+    bayesian_lora.calculate_kronecker_factors(their_model, last_logits, one_token_loader(x))
+    with pytest.raises(RuntimeError, match="Cannot use both regular backward hooks and full backward hooks"):
+        their_model[0].register_backward_hook(lambda *a: None)

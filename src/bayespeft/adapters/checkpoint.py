@@ -52,15 +52,18 @@ _STRIP = (".original_module", ".base_layer")
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{qualified name: tensor}`` of every trainable parameter, plus the buffers of modules that own trainable
-    parameters (e.g. BatchNorm running statistics when the BatchNorm is tuned). Tensors are detached, not copied."""
+    parameters (e.g. BatchNorm running statistics when the BatchNorm is tuned). Tensors are detached, not copied.
+    A tensor shared by several modules (tied embeddings) appears once, under its first name."""
     out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
     for mname, module in model.named_modules():
         own = list(module.named_parameters(recurse=False))
         if not any(p.requires_grad for _, p in own):
             continue
         prefix = mname + "." if mname else ""
         for pname, p in own:
-            if p.requires_grad:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
                 out[prefix + pname] = p.detach()
         for bname, b in module.named_buffers(recurse=False):
             if bname not in module._non_persistent_buffers_set:
@@ -229,6 +232,11 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file} is not a readable safetensors file ({type(e).__name__}: {e})") from e
 
 
+def _structure(cfg: AdapterConfig) -> dict[str, Any]:
+    """The settings that decide the adapter's tensors and predictions (dropout only acts in training)."""
+    return cfg.model_dump(exclude={"dropout"})
+
+
 def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: bool = True) -> TaskModel:
     """Load an adapter saved by :func:`save_adapter` into ``model`` (mutated and returned).
 
@@ -250,9 +258,9 @@ def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: b
     except Exception as e:
         raise CheckpointError(f"{mfile}: invalid adapter settings ({e})") from e
     current = getattr(model, "adapter_config", None)
-    if current is not None and current.model_dump() != acfg.model_dump():
+    if current is not None and _structure(current) != _structure(acfg):
         raise CheckpointError(
-            f"{mfile}: the model was adapted with {current.model_dump()} but the checkpoint holds {acfg.model_dump()}"
+            f"{mfile}: the model was adapted with {_structure(current)} but the checkpoint holds {_structure(acfg)}"
         )
     uses_peft = ADAPTERS.get(acfg.method).uses_peft
     wfile = path / (PEFT_WEIGHTS if uses_peft else FULL_WEIGHTS)

@@ -59,9 +59,13 @@ def _lora_config(model: TaskModel, cfg: AdapterConfig, heads: list[str], extra_s
     targets = list(cfg.target_modules or model.default_targets)
     check_targets(net, targets, heads)
     to_save = heads + extra_save
+    # transformers' Conv1D (GPT-2) stores W as (in, out): PEFT must transpose the LoRA update
+    conv1d = any(
+        type(m).__name__ == "Conv1D" and any(n == t or n.endswith("." + t) for t in targets) for n, m in net.named_modules()
+    )
     return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, bias="none",
-        modules_to_save=to_save or None,
+        modules_to_save=to_save or None, fan_in_fan_out=conv1d,
     )
 
 
@@ -71,6 +75,7 @@ def _wrap(model: TaskModel, peft_config) -> None:
     with warnings.catch_warnings():
         # timm's LayerNorm subclass is "unsupported" for PEFT's in/out feature probing; harmless for LN tuning
         warnings.filterwarnings("ignore", message="Unsupported layer type")
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")  # PEFT on transformers 5
         model.backbone = get_peft_model(model.backbone, peft_config)
 
 

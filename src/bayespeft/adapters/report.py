@@ -8,20 +8,23 @@ from typing import Any
 from torch import nn
 
 MIB = 2**20
+_PEFT_ADDED = (".lora_", ".modules_to_save.", ".ln_tuning_layers.")
 _BLOCK = re.compile(r"\.(?:blocks|layers|layer|h|block)\.(\d+)\.")
 
 
 def parameter_report(model: nn.Module) -> dict[str, Any]:
     """Counts and sizes of the model's parameters (each shared tensor counted once).
 
-    Returns ``total_params`` (every parameter, including PEFT's frozen originals and trainable copies),
-    ``trainable_params`` (``requires_grad``), ``trainable_pct = 100 * trainable / total``, ``lora_params``
+    Returns ``total_params`` (every parameter, including PEFT's frozen originals, trainable copies and LoRA factors,
+    i.e. what PEFT's ``get_nb_trainable_parameters`` calls "all"), ``base_params`` (the backbone as built: without
+    LoRA factors and PEFT's trainable copies), ``trainable_params`` (``requires_grad``),
+    ``trainable_pct = 100 * trainable / base_params`` (the convention of the LoRA literature), ``lora_params``
     (parameters named ``lora_*``), ``head_params`` (trainable parameters under ``model.head_names``),
     ``model_size_mb`` and ``trainable_size_mb`` (``numel * element_size`` at each parameter's dtype, in MiB =
     2^20 bytes), and ``method`` (the adapter method, or None).
     """
     heads = list(getattr(model, "head_names", []) or [])
-    total = trainable = lora = head = 0
+    total = trainable = lora = head = added = 0
     total_bytes = trainable_bytes = 0
     for name, p in model.named_parameters():
         n, b = p.numel(), p.numel() * p.element_size()
@@ -34,11 +37,14 @@ def parameter_report(model: nn.Module) -> dict[str, Any]:
                 head += n
         if "lora_" in name:
             lora += n
+        if any(t in "." + name for t in _PEFT_ADDED):
+            added += n
     return {
         "method": getattr(model, "adapter_method", None),
         "total_params": total,
         "trainable_params": trainable,
-        "trainable_pct": 100.0 * trainable / total if total else 0.0,
+        "base_params": total - added,
+        "trainable_pct": 100.0 * trainable / (total - added) if total > added else 0.0,
         "lora_params": lora,
         "head_params": head,
         "model_size_mb": total_bytes / MIB,

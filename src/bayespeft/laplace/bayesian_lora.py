@@ -55,6 +55,10 @@ Differences from bayesian-lora 0.0.6 (each checked in its source and in ``tests/
    low-rank on either side, biases), and needs neither ``inputs.input_ids`` nor a LoRA naming scheme.
    ``jacobian_mean``'s default output callback works (bayesian-lora's references an undefined ``cfg``) and takes the
    last *non-padding* position from ``attention_mask`` (right or left padding).
+8. Side effects. bayesian-lora's hooks stay on the model when a forward fails, and its full backward hooks leave a
+   flag on every hooked module after removal, so later ``register_backward_hook`` calls (e.g. laplace-torch's ASDL
+   backend) raise ``RuntimeError``. The collector here uses forward hooks and ``autograd.grad`` only, removed in all
+   cases.
 
 Arguments that exist only for compatibility are marked so in each docstring.
 """

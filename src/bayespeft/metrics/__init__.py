@@ -36,3 +36,12 @@ __all__ = [
     "precision_recall_f1",
     "reliability_diagram_data",
 ]
+
+
+def __getattr__(name: str):
+    """MCMC diagnostics (arviz-stats) are imported lazily: ``from bayespeft.metrics import rhat``."""
+    if name in {"rhat", "ess", "summarize", "verdict", "ConvergenceVerdict", "plot_traces", "plot_autocorr", "ProbeDiagnostics"}:
+        from . import diagnostics
+
+        return getattr(diagnostics, name)
+    raise AttributeError(name)

@@ -116,7 +116,10 @@ def load_tokenizer(cfg: ModelConfig, entry: ModelEntry, tokenizer: Any = None):
         try:
             tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"could not load a tokenizer from {src} (offline): {e}") from e
+            raise FileNotFoundError(
+                f"could not load a tokenizer for {cfg.name!r} from {src} (offline): {e}. Set model.tokenizer (or "
+                "model.path) to a local directory with the tokenizer files"
+            ) from e
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with; add a pad token")

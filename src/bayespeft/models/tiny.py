@@ -48,7 +48,7 @@ def tiny_model_config(name: str, **changes: Any) -> ModelConfig:
     MODELS.get(name)
     if name not in TINY:
         raise KeyError(f"no tiny config for {name!r}; add one to bayespeft.models.tiny.TINY")
-    return ModelConfig(name=name, pretrained=False, **{**TINY[name], **changes})
+    return ModelConfig(**{"name": name, "pretrained": False, **TINY[name], **changes})
 
 
 def bpe_tokenizer(save_dir: str | Path | None = None, vocab_size: int = 300):

@@ -52,6 +52,6 @@ def load_backbone_weights(model: nn.Module, path: str | Path, head_modules: list
         if unexpected:
             parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if shapes:
-            parts.append("shape mismatches " + "; ".join(shapes[:5]))
+            parts.append(f"{len(shapes)} shape mismatches (" + "; ".join(shapes[:5]) + ")")
         raise CheckpointError(f"weights in {path} do not match the {type(model).__name__} architecture: " + ", ".join(parts))
     model.load_state_dict(sd, strict=False)

@@ -23,7 +23,6 @@ the validation loss and the weights before any checkpoint write; a non-finite va
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 import warnings
@@ -52,7 +51,7 @@ from .checkpoint import (
     weights_epoch,
 )
 from .config import TrainConfig
-from .predict import _sync, autocast, eval_pass
+from .predict import autocast, eval_pass, sync_device
 from .result import EpochRecord, TrainingDivergedError, TrainResult
 
 Callback = Callable[[EpochRecord], None]
@@ -202,7 +201,7 @@ def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_d
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n = steps = 0
     lr = optimizer.param_groups[0]["lr"]
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     bar = progress_bar(loader, desc=f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, enabled=cfg.progress)
     try:
@@ -237,7 +236,7 @@ def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_d
             bar.close()
     if steps == 0:
         raise ValueError("the train loader yielded no batches")
-    _sync(device)
+    sync_device(device)
     seconds = time.perf_counter() - t0
     return {"loss": loss_sum / n, "acc": int(correct) / n, "lr": lr, "steps": steps, "n": n, "seconds": seconds}
 
@@ -351,5 +350,11 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     """CUDA max allocated bytes since the start of training, or the process's peak RSS (bytes) on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        import psutil  # Windows: peak working set
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", psutil.Process().memory_info().rss)), "process_max_rss"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"

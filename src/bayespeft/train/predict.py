@@ -52,7 +52,7 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -74,7 +74,7 @@ def eval_pass(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     probs, labels_all, n = [], [], 0
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     try:
         for batch in progress_bar(loader, desc=desc, enabled=progress):
@@ -93,7 +93,7 @@ def eval_pass(
         labels_cpu = torch.cat(labels_all).cpu()
         probs_cpu = torch.cat(probs).cpu() if keep_probs else None
         loss, acc = float(loss_sum) / n, int(correct) / n  # these syncs end the timed region
-        _sync(device)
+        sync_device(device)
         seconds = time.perf_counter() - t0
     finally:
         model.train(was_training)

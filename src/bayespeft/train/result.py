@@ -43,8 +43,10 @@ class TrainResult:
     """Summary of :func:`bayespeft.train.fit` (also written to ``run_dir/history.json``).
 
     ``best_epoch`` is 1-based (the epoch whose weights the model holds at the end); ``best_metric`` is the monitored
-    value there. Throughputs are examples per second: training over the train steps only (all epochs, including
-    those before a resume), inference on the validation loader with the final (best) weights. ``peak_memory_bytes`` is
+    value there (None without a val loader). ``train_time_s`` is the wall time of all epochs (training steps plus
+    per-epoch validation), summed over resumptions. Throughputs are examples per second: training over the train
+    steps only (all epochs, including those before a resume), inference on the validation loader with the final
+    (best) weights, data loading included. ``peak_memory_bytes`` is
     ``torch.cuda.max_memory_allocated`` on CUDA (``peak_memory_kind="cuda_max_allocated"``) or the peak resident set
     size of the whole process on CPU (``"process_max_rss"``). ``val_metrics`` holds
     :func:`bayespeft.metrics.classification_metrics` + ``loss`` of the final model on the validation loader.

@@ -1,0 +1,258 @@
+"""``bayespeft sample`` / ``bayespeft evaluate --samples``: SG-MCMC over a MAP-trained model, diagnostics, evaluation.
+
+Flow of :func:`sample_run` (every stage is also a library function):
+
+1. build the model/data of the config; warm-start from a MAP ``checkpoint`` (adapter or run directory) or, without
+   one, train the MAP first through the same code path as ``bayespeft train`` (:func:`bayespeft.pipeline.train_model`;
+   the samples then live in that training run's directory);
+2. :func:`sample_and_evaluate`: run the chains (:func:`~bayespeft.sgmcmc.runner.run_chains`) over the trainable
+   parameters into ``<run_dir>/samples`` (a :class:`~bayespeft.sgmcmc.store.SampleStore`), write the diagnostics
+   (``diagnostics.json``: R-hat / bulk and tail ESS of every probe scalar, the verdict exactly as measured, diverged
+   chains; ``plots/trace.png`` and ``plots/autocorr.png``), then evaluate on ``test`` (and ``test_shift``);
+3. ``metrics.json`` and one results-CSV row plus one reliability diagram per predictive.
+
+Predictives (probabilities, never logits, are averaged):
+
+* ``map``: the warm-start model;
+* ``<sampler>-sample``: one posterior draw, the last kept sample of the first non-diverged chain (chain 0 unless it
+  diverged) -- what a single-sample Thompson-style predictor would use;
+* ``<sampler>-ensemble``: ``p(y|x, D) ≈ (1/S) Σ_s softmax(f_{θ_s}(x))`` over every kept sample of every
+  non-diverged chain. Samples a diverged chain kept before it diverged stay in the store (they are finite) but are
+  left out of the ensemble and of the diagnostics.
+
+:func:`evaluate_samples_run` rebuilds the same table from an existing store without sampling (same model, same
+loaders, same order of samples: the numbers are identical to the ones :func:`sample_run` reported).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import io
+from ..batch import split_batch
+from ..config import ExperimentConfig
+from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
+from .config import SamplerConfig
+from .predict import ensemble_predict, predict_sample
+from .runner import run_chains
+from .store import INDEX, SampleStore
+
+#: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
+PLOTTED = ("loglik", "param_norm", "proj_0", "proj_1", "proj_2", "proj_3")
+
+
+class NoSamplesError(ValueError):
+    """No non-diverged chain kept a sample, so there is no posterior predictive to evaluate."""
+
+
+def sampler_config(cfg: ExperimentConfig) -> SamplerConfig:
+    """The config's ``sgmcmc`` section, or the documented defaults when the section is absent."""
+    return cfg.sgmcmc if cfg.sgmcmc is not None else SamplerConfig()
+
+
+def labels_of(loader) -> torch.Tensor:
+    """All labels of ``loader`` in iteration order, ``(N,)`` long on CPU."""
+    return torch.cat([split_batch(b)[1].reshape(-1).cpu() for b in loader])
+
+
+def resolve_store(samples: str | Path) -> Path:
+    """A sample-store directory (holding ``index.json``) or a run directory with ``samples/`` inside."""
+    p = Path(samples)
+    for cand in (p, p / "samples"):
+        if (cand / INDEX).is_file():
+            return cand
+    raise FileNotFoundError(f"no SG-MCMC sample store at {p}: expected {p / INDEX} or {p / 'samples' / INDEX} "
+                            "(the 'samples' directory written by `bayespeft sample`)")
+
+
+def chains_summary(store: SampleStore) -> dict[str, Any]:
+    """Per-chain sample counts and the diverged chains (step, reason) as recorded in the store."""
+    counts = {c: len(store.indices(c)) for c in store.chains()}
+    diverged = {int(c): v for c, v in sorted(store.diverged.items(), key=lambda kv: int(kv[0]))}
+    return {"samples_per_chain": counts, "diverged": diverged,
+            "kept_chains": [c for c in store.chains() if c not in diverged]}
+
+
+# ---- diagnostics ------------------------------------------------------------------------------------------------
+def diagnose(store: SampleStore, sc: SamplerConfig, run_dir: Path) -> dict[str, Any]:
+    """R-hat / ESS of every probe scalar over the non-diverged chains, the verdict, and the trace/ACF plots.
+
+    The verdict is :func:`bayespeft.metrics.diagnostics.verdict` on exactly the arrays summarised here, with the
+    thresholds of ``sc``; with fewer than 4 draws per chain no verdict is computed (``verdict: null`` and a reason).
+    Writes ``<run_dir>/diagnostics.json`` and ``<run_dir>/plots/{trace,autocorr}.png``; returns the JSON dict.
+    """
+    from ..metrics.diagnostics import plot_autocorr, plot_traces, summarize, verdict
+
+    arrays = store.diagnostic_arrays()
+    out: dict[str, Any] = {**chains_summary(store), "thresholds": {
+        "rhat_strict": sc.rhat_strict, "rhat_lenient": sc.rhat_lenient, "min_ess_per_chain": sc.min_ess_per_chain}}
+    if not arrays:
+        out.update(verdict=None, verdict_text="not computed: no kept samples in non-diverged chains", summary={})
+    else:
+        n_chains, n_draws = next(iter(arrays.values())).shape[:2]
+        out.update(n_chains=int(n_chains), n_draws=int(n_draws))
+        if n_draws >= 4:
+            v = verdict(arrays, sc.rhat_strict, sc.rhat_lenient, sc.min_ess_per_chain)
+            out.update(verdict=v.as_dict(), verdict_text=str(v), summary=summarize(arrays))
+        else:
+            out.update(verdict=None, summary={},
+                       verdict_text=f"not computed: {n_draws} draw(s) per chain, R-hat/ESS need >= 4")
+        names = [k for k in PLOTTED if k in arrays]
+        if n_draws >= 2 and names:
+            out["plots"] = [str(plot_traces(arrays, run_dir / "plots" / "trace.png", names=names)),
+                            str(plot_autocorr(arrays, run_dir / "plots" / "autocorr.png", names=names))]
+    if out["diverged"]:
+        chains = ", ".join(f"{c} (step {d['step']})" for c, d in out["diverged"].items())
+        out["verdict_text"] += f"; diverged chain(s) excluded: {chains}"
+    io.write_json(run_dir / "diagnostics.json", out)
+    return out
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------------
+def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: SampleStore, label: str,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Single-sample and ensemble predictives of ``store`` on every evaluation split (CSV rows, reliability PNGs).
+
+    Returns ``{"single": {split: metrics}, "ensemble": {split: metrics}, "single_sample": {chain, draw, step},
+    "n_samples": S, "chains": [...]}``. Raises :class:`NoSamplesError` when no non-diverged chain kept a sample.
+    """
+    info = chains_summary(store)
+    kept = info["kept_chains"]
+    idx = [i for i in range(len(store)) if store.entries[i]["chain"] in kept]
+    if not idx:
+        div = ", ".join(f"chain {c} at step {d['step']}" for c, d in info["diverged"].items()) or "none diverged"
+        raise NoSamplesError(f"no posterior samples to evaluate in {store.root}: no non-diverged chain kept a sample "
+                         f"({div}); lower sgmcmc.lr, or lengthen the run after burn-in (sgmcmc.epochs, "
+                         "sgmcmc.burn_in_epochs, sgmcmc.thin, cyclical exploration_fraction)")
+    single = store.indices(kept[0])[-1]
+    out: dict[str, Any] = {"single_sample": {k: store.entries[single][k] for k in ("chain", "draw", "step")},
+                           "n_samples": len(idx), "chains": kept, "single": {}, "ensemble": {}}
+    for split, loader in split_loaders(built.loaders).items():
+        labels = labels_of(loader)
+        t0 = time.perf_counter()
+        probs = predict_sample(built.model, store.load(single), loader)
+        ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": 1}
+        out["single"][split] = record_predictive(cfg, built, run_dir, f"{label}-sample", split, probs, labels, ev)
+        t0 = time.perf_counter()
+        probs = ensemble_predict(built.model, store, loader, indices=idx)
+        ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": len(idx)}
+        out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev)
+    return out
+
+
+def sample_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: str | Path, sc: SamplerConfig | None = None,
+                        label: str | None = None, store_dir: str | Path | None = None,
+                        show_progress: bool | None = None) -> dict[str, Any]:
+    """Run the chains of ``sc`` (default: the config's section) from the model's current (MAP) trainable values,
+    then diagnose and evaluate. The model must already sit on its device; its parameters are left unchanged.
+
+    Use it on an in-memory trained model (e.g. the quickstart's LoRA run). Returns a JSON-ready dict:
+    ``label``, ``splits`` (= the ensemble's ``{split: metrics}``), ``single`` (``{split: metrics}``),
+    ``single_sample``, ``n_samples``, ``chains`` (per-chain reports), ``diverged`` (``{chain: {step, reason}}``),
+    ``verdict`` (dict or None), ``verdict_text``, ``sample_time_s``, ``store``.
+    """
+    sc = sc if sc is not None else sampler_config(cfg)
+    run_dir = Path(run_dir)
+    label = label or sc.sampler
+    store = SampleStore(store_dir if store_dir is not None else run_dir / "samples", metadata={"label": label})
+    if len(store):
+        raise ValueError(f"the sample store {store.root} already holds {len(store)} samples; sample into a new "
+                         "run directory (or evaluate the existing store with `bayespeft evaluate --samples`)")
+    t0 = time.perf_counter()
+    res = run_chains(built.model, built.loaders.train, sc, store=store, show_progress=show_progress)
+    sample_s = time.perf_counter() - t0
+    diag = diagnose(store, sc, run_dir)
+    evaluated = evaluate_store(cfg, built, run_dir, store, label, {"train_time_s": sample_s, "epochs": sc.epochs})
+    return {
+        "label": label, "splits": evaluated["ensemble"], "single": evaluated["single"],
+        "single_sample": evaluated["single_sample"], "n_samples": evaluated["n_samples"],
+        "chains": [vars(r) for r in res.chains], "diverged": diag["diverged"], "verdict": diag["verdict"],
+        "verdict_text": diag["verdict_text"], "sample_time_s": sample_s, "store": str(store.root),
+    }
+
+
+def _table(map_metrics: dict[str, Any], label: str, single: dict[str, Any], ensemble: dict[str, Any]) -> list[dict]:
+    rows = [{"posterior": "map", "split": s, **m} for s, m in map_metrics.items()]
+    rows += [{"posterior": f"{label}-sample", "split": s, **m} for s, m in single.items()]
+    rows += [{"posterior": f"{label}-ensemble", "split": s, **m} for s, m in ensemble.items()]
+    return rows
+
+
+def _device(cfg: ExperimentConfig) -> torch.device:
+    from ..train.loop import resolve_device
+
+    return resolve_device(cfg.train.device)
+
+
+def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """``bayespeft sample``: MAP warm start (``checkpoint``, or train one), chains, diagnostics, MAP vs sample vs
+    ensemble table. Returns ``{"run_dir", "table", "verdict" (text), "diverged", "metrics"...}``.
+
+    Without ``checkpoint`` the MAP is trained first (``bayespeft train``'s code path, its rows and checkpoint) and
+    the samples go into that same run directory; with one, a new run directory is created. ``metrics.json`` holds
+    the MAP metrics, the ``sgmcmc`` results and (when trained here) the training summary. If every chain diverged,
+    ``metrics.json`` and ``diagnostics.json`` are still written, then :class:`NoSamplesError` says so.
+    """
+    sc = sampler_config(cfg)
+    cfg = cfg.model_copy(update={"sgmcmc": sc})
+    metrics: dict[str, Any]
+    if checkpoint is None:
+        from ..pipeline import train_model
+
+        trained = train_model(cfg)
+        built, run_dir = trained.built, trained.run_dir
+        metrics = dict(trained.metrics)
+        ckpt = run_dir / "checkpoint"
+    else:
+        built = build(cfg)
+        load_checkpoint_into(built, checkpoint)
+        run_dir = start_run(cfg)
+        built.model.to(_device(cfg))
+        metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
+        ckpt = Path(checkpoint)
+    metrics["checkpoint"] = str(ckpt)
+    built.model.to(_device(cfg))
+    SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
+    try:
+        res = sample_and_evaluate(cfg, built, run_dir, sc, show_progress=cfg.train.progress)
+    except NoSamplesError:
+        store = SampleStore(run_dir / "samples")
+        metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
+        io.write_json(run_dir / "metrics.json", metrics)
+        raise
+    metrics["sgmcmc"] = res
+    io.write_json(run_dir / "metrics.json", metrics)
+    return {"run_dir": str(run_dir), "table": _table(metrics["map"], res["label"], res["single"], res["splits"]),
+            "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
+
+
+def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path) -> dict[str, Any]:
+    """``bayespeft evaluate --samples``: MAP vs single sample vs ensemble from an existing store (no sampling).
+
+    ``samples_dir`` is the store (``.../samples``) or the run directory holding it; the store's recorded sampler
+    config gives the label and the verdict thresholds. Writes a new run directory (``metrics.json``,
+    ``diagnostics.json``, plots, CSV rows). Returns ``{"run_dir", "table", "map": {split: metrics},
+    "<label>-sample": {...}, "<label>-ensemble": {...}, "verdict", "diverged", ...}``.
+    """
+    store = SampleStore(resolve_store(samples_dir))
+    recorded = store.metadata.get("sampler")
+    sc = SamplerConfig.model_validate(recorded) if recorded else sampler_config(cfg)
+    label = store.metadata.get("label", sc.sampler)
+    built = build(cfg)
+    load_checkpoint_into(built, checkpoint)
+    built.model.to(_device(cfg))
+    run_dir = start_run(cfg)
+    map_metrics = evaluate_map(cfg, built, run_dir)
+    diag = diagnose(store, sc, run_dir)
+    ev = evaluate_store(cfg, built, run_dir, store, label)
+    metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
+               f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
+               "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
+                          "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"]}}
+    io.write_json(run_dir / "metrics.json", metrics)
+    return {"run_dir": str(run_dir), "table": _table(map_metrics, label, ev["single"], ev["ensemble"]),
+            "verdict": diag["verdict_text"], "diverged": diag["diverged"], **metrics}
