@@ -19,7 +19,9 @@ Unit: one training epoch (forward + backward + AdamW over the 512 examples). Row
 ``--with-laplace-torch-predictive`` adds laplace-torch's GLM predictive on at most 4 examples (it needs ~20 GB for
 16; never run by default). ``--quick``: 4 layers, 128 examples, memory sizes 16/64/256.
 
-Usage: ``python benchmarks/laplace_vs_peers.py [--quick] [--with-laplace-torch-predictive]``.
+Usage: ``python benchmarks/laplace_vs_peers.py [--quick] [--with-laplace-torch-predictive]``; ``--n-train`` changes the
+training-set size (every fit and the epoch scale linearly with it, so the ratios do not depend on it),
+``--mem-sizes 64,256`` / ``--mem-sizes ""`` chooses or skips the memory rows, ``--memory-only`` runs only them.
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 layers, 128 examples, smaller memory sizes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--n-train", type=int, default=None, help="training examples (default 512; 128 with --quick)")
+    ap.add_argument("--mem-sizes", default=None, help="comma-separated test-set sizes for the memory rows ('' to skip; default 64,256,1024)")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory rows")
     ap.add_argument("--peer-examples", type=int, default=64, help="examples for laplace-torch fits (scaled to the full set)")
     ap.add_argument("--with-laplace-torch-predictive", action="store_true", help="also time laplace-torch's GLM predictive on <= 4 examples (slow, ~GBs)")
     ap.add_argument("--_memory-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -149,7 +154,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     layers, n_train = (4, 128) if args.quick else (12, 512)
+    n_train = args.n_train or n_train
     mem_sizes = (16, 64, 256) if args.quick else (64, 256, 1024)
+    if args.mem_sizes is not None:
+        mem_sizes = tuple(int(v) for v in args.mem_sizes.split(",") if v.strip())
+    if args.memory_only:
+        memory_rows(mem_sizes, layers)
+        return
     model = build_model(layers)
     n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train = data(n_train)
@@ -219,14 +230,20 @@ def main() -> None:
         flag = "" if target is None else (f"<= {target:g}" + (" ok" if ratio <= target else " MISSED"))
         print(f"{label:<62} {t:9.3f} {ratio:7.2f}x  {flag:<10} {note}")
 
-    print("\npeak RSS growth of our GLM predictive (KFAC, chunks of 32), one subprocess per size:")
+    memory_rows(mem_sizes, layers)
+
+
+def memory_rows(mem_sizes: tuple[int, ...], layers: int) -> None:
+    if not mem_sizes:
+        return
+    print("\npeak RSS growth of our GLM predictive (KFAC, chunks of 32), one subprocess per size:", flush=True)
     for n in mem_sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--_memory-child", str(n), "--_layers", str(layers)],
             capture_output=True, text=True, check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {n:5d} test examples: +{r['growth_mib']:7.1f} MiB over {r['rss_before_mib']:.0f} MiB ({r['method']})")
+        print(f"  {n:5d} test examples: +{r['growth_mib']:7.1f} MiB over {r['rss_before_mib']:.0f} MiB ({r['method']})", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> l
     from .pipeline import train_model
 
     t_start = time.perf_counter()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    # a micro ViT is far too small for intra-op parallelism: extra threads only contend for the cores
+    torch.set_num_threads(1)
     out = Path(out)
     cfg = quickstart_config(out)
     if fast:

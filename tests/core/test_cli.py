@@ -1,0 +1,127 @@
+"""The `bayespeft` command end to end on tiny configs (micro ViT on digits)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+
+from bayespeft.cli import COMMANDS, main
+
+
+def tiny_config(tmp_path, method="lora", extra=""):
+    p = tmp_path / f"{method}.yaml"
+    p.write_text(
+        textwrap.dedent(
+            f"""
+            name: tiny-{method}
+            data: {{name: digits, max_train: 96, max_val: 48, max_test: 64, batch_size: 32, shift: noise}}
+            model: {{name: micro_vit, pretrained: false}}
+            adapter: {{method: {method}, r: 2}}
+            train: {{epochs: 2, lr: 0.005, seed: 3, progress: false}}
+            output: {{root: {tmp_path / 'runs'}}}
+            """
+        )
+        + extra
+    )
+    return p
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name, (hlp, _) in COMMANDS.items():
+        assert name in out and hlp[:30] in out
+    assert {"train", "evaluate", "laplace", "sample", "quickstart"} <= set(COMMANDS)
+
+
+def test_validate_reports_bad_config_cleanly(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["validate", str(cfg), "--set", "adapter.r=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid") and "adapter.r" in err and "Traceback" not in err
+    assert main(["validate", str(cfg), "--set", "train.lrr=1"]) == 2
+    assert "did you mean 'train.lr'" in capsys.readouterr().err
+    assert main(["validate", str(cfg), "--set", "model.name=vit_tinny"]) in (0, 2)
+
+
+def test_unknown_model_lists_known_names(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["train", str(cfg), "--set", "model.name=resnet19"]) == 2
+    err = capsys.readouterr().err
+    assert "resnet18_cifar" in err and "micro_vit" in err
+
+
+def test_missing_cifar_directory_says_how_to_fix(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    code = main(["train", str(cfg), "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / 'nodata'}",
+                 "--set", "model.name=resnet18_cifar", "--set", "adapter.method=full"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nodata") in err and "download" in err
+
+
+def test_train_evaluate_round_trip(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["train", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    run_dir = out.strip().splitlines()[-1].split(": ", 1)[1]
+    metrics = json.loads((tmp_path / "runs" / run_dir.split("/")[-1] / "metrics.json").read_text())
+    assert set(metrics["map"]) == {"test", "test_shift"}
+    for f in ["config.yaml", "checkpoint/adapter_model.safetensors", "checkpoint/adapter_config.json",
+              "plots/reliability_map_test.png", "history.json"]:
+        assert (tmp_path / "runs" / run_dir.split("/")[-1] / f).exists(), f
+    # evaluating the saved checkpoint reproduces the test metrics of the training run
+    assert main(["evaluate", str(cfg), "--checkpoint", run_dir]) == 0
+    df = pd.read_csv(tmp_path / "runs" / "results.csv")
+    assert {"ts", "method", "dataset", "backbone", "tuned_params_%", "acc@1", "ece", "train_time_s", "epochs"} <= set(df.columns)
+    test_rows = df[(df.split == "test") & (df.posterior == "map")]
+    assert len(test_rows) == 2
+    assert test_rows["acc@1"].iloc[0] == pytest.approx(test_rows["acc@1"].iloc[1], abs=1e-12)
+    assert test_rows["nll"].iloc[0] == pytest.approx(test_rows["nll"].iloc[1], rel=1e-6)
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    bad = tmp_path / "bad_ckpt"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text("{}")
+    (bad / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    before = {p.name: p.read_bytes() for p in bad.iterdir()}
+    assert main(["evaluate", str(cfg), "--checkpoint", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in bad.iterdir()} == before
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
+    import bayespeft.pipeline as pipeline
+
+    cfg = tiny_config(tmp_path, method="normtune")
+    run_dir = tmp_path / "resumable"
+    real_fit = pipeline.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(record):
+            raise KeyboardInterrupt  # as if the process were killed after epoch 1's checkpoint
+
+        return real_fit(*args, callbacks=[stop], **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit", interrupted_fit)
+    assert main(["train", str(cfg), "--resume", str(run_dir)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert json.loads((run_dir / "history.json").read_text())["status"] == "running"
+    monkeypatch.setattr(pipeline, "fit", real_fit)
+    assert main(["train", str(cfg), "--resume", str(run_dir)]) == 0
+    hist = json.loads((run_dir / "history.json").read_text())
+    assert hist["status"] == "finished" and hist["epochs_run"] == 2 and hist["resumed_from_epoch"] == 1
+
+
+def test_list_and_config_commands(capsys):
+    assert main(["list", "methods"]) == 0
+    assert capsys.readouterr().out.split() == ["full", "hybrid", "linear", "lora", "normtune"]
+    assert main(["config", "train"]) == 0
+    assert "train.lr" in capsys.readouterr().out
