@@ -223,7 +223,8 @@ def per_example_grads(
         J = func_jacobians(model, batch, other, forward_fn)
         for n, Jn in J.items():
             grads[n] = torch.einsum("kbc,bc...->kb...", V.to(Jn.dtype), Jn)
-    return logits.detach(), labels, {n: grads[n] for n in names}
+    # curvature is a constant of the posterior: never let it carry the network's autograd graph
+    return logits.detach(), labels, {n: grads[n].detach() for n in names}
 
 
 def cotangents_checked(V: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

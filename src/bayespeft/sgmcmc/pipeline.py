@@ -8,7 +8,8 @@ Flow of :func:`sample_run` (every stage is also a library function):
 2. :func:`sample_and_evaluate`: run the chains (:func:`~bayespeft.sgmcmc.runner.run_chains`) over the trainable
    parameters into ``<run_dir>/samples`` (a :class:`~bayespeft.sgmcmc.store.SampleStore`), write the diagnostics
    (``diagnostics.json``: R-hat / bulk and tail ESS of every probe scalar, the verdict exactly as measured, diverged
-   chains; ``plots/trace.png`` and ``plots/autocorr.png``), then evaluate on ``test`` (and ``test_shift``);
+   chains; ``plots/trace.png`` and ``plots/autocorr.png`` unless ``output.reliability_plots`` is off, the config's
+   switch for all plots), then evaluate on ``test`` (and ``test_shift``);
 3. ``metrics.json`` and one results-CSV row plus one reliability diagram per predictive.
 
 Predictives (probabilities, never logits, are averaged):
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 
 from .. import io
-from ..batch import split_batch
+from ..batch import split_batch, to_device
 from ..config import ExperimentConfig
 from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 from .config import SamplerConfig
@@ -54,9 +55,23 @@ def sampler_config(cfg: ExperimentConfig) -> SamplerConfig:
     return cfg.sgmcmc if cfg.sgmcmc is not None else SamplerConfig()
 
 
-def labels_of(loader) -> torch.Tensor:
-    """All labels of ``loader`` in iteration order, ``(N,)`` long on CPU."""
-    return torch.cat([split_batch(b)[1].reshape(-1).cpu() for b in loader])
+#: evaluation sets up to this many examples are read once and kept (on the model's device) for all S samples.
+CACHE_MAX_EXAMPLES = 50_000
+
+
+def labels_of(batches) -> torch.Tensor:
+    """All labels of ``batches`` (a loader or a list of batches) in iteration order, ``(N,)`` long on CPU."""
+    return torch.cat([split_batch(b)[1].reshape(-1).cpu() for b in batches])
+
+
+def eval_batches(loader, device: torch.device):
+    """The batches of an evaluation loader, materialised on ``device`` when the set has at most
+    :data:`CACHE_MAX_EXAMPLES` examples (an ensemble of S samples then decodes/transforms/copies the data once
+    instead of S times; CIFAR's 10k test images take 123 MB); larger sets are streamed (the loader itself)."""
+    n = len(getattr(loader, "dataset", ()))
+    if 0 < n <= CACHE_MAX_EXAMPLES:
+        return [to_device(b, device) for b in loader]
+    return loader
 
 
 def resolve_store(samples: str | Path) -> Path:
@@ -78,12 +93,13 @@ def chains_summary(store: SampleStore) -> dict[str, Any]:
 
 
 # ---- diagnostics ------------------------------------------------------------------------------------------------
-def diagnose(store: SampleStore, sc: SamplerConfig, run_dir: Path) -> dict[str, Any]:
+def diagnose(store: SampleStore, sc: SamplerConfig, run_dir: Path, plots: bool = True) -> dict[str, Any]:
     """R-hat / ESS of every probe scalar over the non-diverged chains, the verdict, and the trace/ACF plots.
 
     The verdict is :func:`bayespeft.metrics.diagnostics.verdict` on exactly the arrays summarised here, with the
     thresholds of ``sc``; with fewer than 4 draws per chain no verdict is computed (``verdict: null`` and a reason).
-    Writes ``<run_dir>/diagnostics.json`` and ``<run_dir>/plots/{trace,autocorr}.png``; returns the JSON dict.
+    Writes ``<run_dir>/diagnostics.json`` and (``plots``, >= 2 draws) ``<run_dir>/plots/{trace,autocorr}.png``;
+    returns the JSON dict.
     """
     from ..metrics.diagnostics import plot_autocorr, plot_traces, summarize, verdict
 
@@ -102,7 +118,7 @@ def diagnose(store: SampleStore, sc: SamplerConfig, run_dir: Path) -> dict[str, 
             out.update(verdict=None, summary={},
                        verdict_text=f"not computed: {n_draws} draw(s) per chain, R-hat/ESS need >= 4")
         names = [k for k in PLOTTED if k in arrays]
-        if n_draws >= 2 and names:
+        if plots and n_draws >= 2 and names:
             out["plots"] = [str(plot_traces(arrays, run_dir / "plots" / "trace.png", names=names)),
                             str(plot_autocorr(arrays, run_dir / "plots" / "autocorr.png", names=names))]
     if out["diverged"]:
@@ -131,7 +147,9 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
     single = store.indices(kept[0])[-1]
     out: dict[str, Any] = {"single_sample": {k: store.entries[single][k] for k in ("chain", "draw", "step")},
                            "n_samples": len(idx), "chains": kept, "single": {}, "ensemble": {}}
+    device = next(built.model.parameters()).device
     for split, loader in split_loaders(built.loaders).items():
+        loader = eval_batches(loader, device)
         labels = labels_of(loader)
         t0 = time.perf_counter()
         probs = predict_sample(built.model, store.load(single), loader)
@@ -165,7 +183,7 @@ def sample_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: str | Path
     t0 = time.perf_counter()
     res = run_chains(built.model, built.loaders.train, sc, store=store, show_progress=show_progress)
     sample_s = time.perf_counter() - t0
-    diag = diagnose(store, sc, run_dir)
+    diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
     evaluated = evaluate_store(cfg, built, run_dir, store, label, {"train_time_s": sample_s, "epochs": sc.epochs})
     return {
         "label": label, "splits": evaluated["ensemble"], "single": evaluated["single"],
@@ -247,7 +265,7 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     built.model.to(_device(cfg))
     run_dir = start_run(cfg)
     map_metrics = evaluate_map(cfg, built, run_dir)
-    diag = diagnose(store, sc, run_dir)
+    diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
     ev = evaluate_store(cfg, built, run_dir, store, label)
     metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
