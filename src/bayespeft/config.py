@@ -33,7 +33,7 @@ class OutputConfig(Section):
     results_csv: str | None = Field(
         None, description="Append-only results CSV (one row per run); default <root>/results.csv."
     )
-    reliability_plots: bool = Field(True, description="Write reliability-diagram PNGs for every evaluated predictive.")
+    reliability_plots: bool = Field(True, description="Write PNG plots: reliability diagrams for every evaluated predictive, and SG-MCMC trace/autocorrelation plots.")
 
     def csv_path(self) -> Path:
         return Path(self.results_csv) if self.results_csv else Path(self.root) / "results.csv"

@@ -128,7 +128,10 @@ QUICKSTART_LAPLACE = (
 
 
 def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
-    """Laplace (diag, KFAC, last-layer full) and a short SGLD ensemble over the trained LoRA model."""
+    """Laplace (diag, KFAC, last-layer full) and a short SGLD ensemble over the trained LoRA model.
+
+    The LoRA run is restored to its MAP weights after each posterior (both modules put the MAP back).
+    """
     from .laplace.config import LaplaceConfig
     from .laplace.pipeline import fit_and_evaluate
 
@@ -139,6 +142,11 @@ def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
         res = fit_and_evaluate(cfg, run.built, run.run_dir, lc)
         for split, m in res["splits"].items():
             rows.append(_row("lora", res["label"], split, run.built.params, m, res["fit_time_s"] + res["prior_time_s"]))
+    from .sgmcmc.pipeline import sample_and_evaluate
+
+    res = sample_and_evaluate(cfg, run.built, run.run_dir, label="sgld")
+    for split, m in res["splits"].items():
+        rows.append(_row("lora", "sgld-ensemble", split, run.built.params, m, res["sample_time_s"]))
     return rows
 
 

@@ -153,6 +153,13 @@ def test_tiny_cifar10_resnet18(capsys, overrides):
     run = cli(capsys, "sample", cfg, "--checkpoint", str(map_dir), *overrides("cifar10"))
     metrics = check_sample_run(run)
     assert metrics["params"]["method"] == "normtune" and metrics["sgmcmc"]["n_samples"] == 8
+    assert_same_map(map_dir, metrics)  # the warm start restored the tuned BN affine parameters and running stats
+
+
+def assert_same_map(map_dir: Path, metrics: dict) -> None:
+    trained = json.loads((map_dir / "metrics.json").read_text())["map"]
+    for split, m in trained.items():
+        assert metrics["map"][split]["nll"] == pytest.approx(m["nll"], rel=1e-5)
 
 
 def test_tiny_cifar100_wrn_samplers_share_one_map(capsys, overrides):
@@ -161,7 +168,9 @@ def test_tiny_cifar100_wrn_samplers_share_one_map(capsys, overrides):
     for sampler in ("sgld", "sam_sgld", "sam_sgld_r1"):
         run = cli(capsys, "sample", str(tiny / f"cifar100_wrn28_10_{sampler}.yaml"), "--checkpoint", str(map_dir),
                   *overrides("cifar100"))
-        assert check_sample_run(run)["sgmcmc"]["label"] == sampler
+        metrics = check_sample_run(run)
+        assert metrics["sgmcmc"]["label"] == sampler and metrics["params"]["method"] == "full"
+        assert_same_map(map_dir, metrics)
 
 
 def test_tiny_mrpc_roberta_lora_map_sgld_and_laplace(capsys, overrides):

@@ -233,7 +233,6 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
-    built.model.to(_device(cfg))
     SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
     try:
         res = sample_and_evaluate(cfg, built, run_dir, sc, show_progress=cfg.train.progress)
