@@ -119,8 +119,9 @@ def check_sample_run(run_dir: Path, plots: bool = False) -> dict:
     for m in (*sg["splits"].values(), *sg["single"].values(), *metrics["map"].values()):
         assert 0 <= m["acc"] <= 1 and m["nll"] > 0 and 0 <= m["ece"] <= 1
     store = json.loads((run_dir / "samples" / "index.json").read_text())
+    entries = (run_dir / "samples" / "samples.jsonl").read_text().splitlines()
     files = sorted((run_dir / "samples").glob("chain*/draw*.safetensors"))
-    assert len(files) == len(store["samples"]) >= sg["n_samples"] > 0
+    assert len(files) == len(entries) >= sg["n_samples"] > 0
     assert store["metadata"]["sampler"]["sampler"] == label
     diag = json.loads((run_dir / "diagnostics.json").read_text())
     assert diag["diverged"] == {}

@@ -88,7 +88,9 @@ def test_run_chains_store_and_ensemble(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # model untouched
     assert set(res.diagnostics) >= {"loglik", "param_norm", "proj_0", "proj_1", "true_class_prob"}
     assert res.diagnostics["true_class_prob"].shape == (2, 4, 16)
-    assert json.loads((store.root / "index.json").read_text())["samples"][0]["chain"] == 0
+    assert json.loads((store.root / "samples.jsonl").read_text().splitlines()[0])["chain"] == 0
+    reopened = SampleStore(store.root)  # the append-only log restores every entry
+    assert reopened.entries == store.entries and len(reopened) == len(store)
 
     test = loader()
     probs = ensemble_predict(m, store, test)

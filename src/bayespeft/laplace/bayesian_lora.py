@@ -74,6 +74,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
+from bayespeft.laplace.factors import small_linalg
 from bayespeft.laplace.kfac import collect_kfac
 from bayespeft.laplace.predictive import mc_link_probs, probit_probs
 
@@ -206,7 +207,7 @@ def _psd_cholesky(k: Tensor) -> Tensor:
     eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
     jitter = 0.0
     for step in range(12):
-        with _one_thread():
+        with small_linalg():
             chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
         if int(info) == 0:
             return chol
@@ -256,21 +257,12 @@ def _check_root(name: str, which: str, r: Tensor) -> Tensor:
     return r.to(torch.float64)
 
 
-@contextmanager
-def _one_thread():
-    """Small LAPACK calls (d <= a few hundred) with >1 thread are 40-200x slower on a loaded CPU (measured: eigh of
-    192x192 7.6 ms with 1 thread, 340-1700 ms with 2); run them single-threaded."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+
 
 
 def _eig_roots(r: Tensor) -> tuple[Tensor, Tensor]:
     """For a root ``R`` (d, k): eigenvalues ``λ`` (k,) of ``RᵀR`` and ``Q = R U`` (d, k), so ``R Rᵀ = Q Qᵀ``, ``QᵀQ = diag(λ)``."""
-    with _one_thread():
+    with small_linalg():
         lam, u = torch.linalg.eigh(r.mT @ r)
     return lam.clamp_min(0.0), r @ u
 

@@ -2,14 +2,17 @@
 
 Layout of a store directory::
 
-    index.json                      # {"version", "metadata", "samples": [{"file", "chain", "draw", "step"}...],
-                                    #  "diverged": {chain: {"step", "reason"}}}; rewritten atomically on every change
-    diagnostics.jsonl               # one JSON line per kept sample: {"chain", "draw", <diagnostic>: value...}
+    index.json                      # {"version", "metadata", "diverged": {chain: {"step", "reason"}}};
+                                    #  replaced atomically when metadata or divergence changes (rare)
+    samples.jsonl                   # append-only: one line {"file", "chain", "draw", "step"} per kept sample,
+                                    #  written after its tensor file is in place
+    diagnostics.jsonl               # append-only: one JSON line per kept sample: {"chain", "draw", <diagnostic>...}
     chain000/draw000000.safetensors # ONLY the trainable tensors of that sample (names = model parameter names)
 
-Each sample is written as soon as it is kept (atomic temp file + rename), so memory does not grow with the number
-of samples; iteration loads one sample at a time. Already-written samples stay valid if a later chain diverges or
-the process dies (the index is only ever replaced by a complete new version).
+Each sample is written as soon as it is kept (atomic temp file + rename, then one appended line), so memory does
+not grow with the number of samples, keeping a sample costs one safetensors write plus a short append (no index
+rewrite that grows with the store), and iteration loads one sample at a time. Already-written samples stay valid
+if a later chain diverges or the process dies: a partial last line of a ``.jsonl`` file is ignored on reading.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor
 
 from ..io import load_tensors, save_tensors, write_json
 
-INDEX, DIAG = "index.json", "diagnostics.jsonl"
+INDEX, SAMPLES, DIAG = "index.json", "samples.jsonl", "diagnostics.jsonl"
 
 
 class SampleStore:
@@ -38,11 +41,14 @@ class SampleStore:
         index = self.root / INDEX
         if index.exists():
             data = json.loads(index.read_text())
-            self.entries: list[dict[str, Any]] = data["samples"]
             self.metadata: dict[str, Any] = data.get("metadata", {})
             self.diverged: dict[str, dict[str, Any]] = data.get("diverged", {})
         else:
-            self.entries, self.metadata, self.diverged = [], {}, {}
+            self.metadata, self.diverged = {}, {}
+        self.entries: list[dict[str, Any]] = _read_jsonl(self.root / SAMPLES)
+        self._draws: dict[int, int] = {}
+        for e in self.entries:
+            self._draws[e["chain"]] = max(self._draws.get(e["chain"], 0), e["draw"] + 1)
         if metadata:
             self.metadata.update(metadata)
         self._flush()
@@ -50,15 +56,18 @@ class SampleStore:
     # ---- writing ---------------------------------------------------------------------------------------------
     def add(self, chain: int, params: Mapping[str, Tensor], step: int, diagnostics: Mapping[str, Any] | None = None) -> int:
         """Write one sample of chain ``chain`` (taken after sampler step ``step``); returns its index in the store."""
-        draw = sum(1 for e in self.entries if e["chain"] == chain)
+        draw = self._draws.get(chain, 0)
         rel = f"chain{chain:03d}/draw{draw:06d}.safetensors"
         save_tensors(self.root / rel, dict(params), metadata={"chain": str(chain), "draw": str(draw), "step": str(step)})
         if diagnostics:
             line = json.dumps({"chain": chain, "draw": draw, **{k: _jsonable(v) for k, v in diagnostics.items()}})
             with open(self.root / DIAG, "a") as f:
                 f.write(line + "\n")
-        self.entries.append({"file": rel, "chain": int(chain), "draw": draw, "step": int(step)})
-        self._flush()
+        entry = {"file": rel, "chain": int(chain), "draw": draw, "step": int(step)}
+        with open(self.root / SAMPLES, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        self.entries.append(entry)
+        self._draws[chain] = draw + 1
         return len(self.entries) - 1
 
     def mark_diverged(self, chain: int, step: int, reason: str) -> None:
@@ -66,8 +75,7 @@ class SampleStore:
         self._flush()
 
     def _flush(self) -> None:
-        write_json(self.root / INDEX, {"version": 1, "metadata": self.metadata, "samples": self.entries,
-                                       "diverged": self.diverged})
+        write_json(self.root / INDEX, {"version": 2, "metadata": self.metadata, "diverged": self.diverged})
 
     # ---- reading ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -92,16 +100,7 @@ class SampleStore:
         return sum((self.root / e["file"]).stat().st_size for e in self.entries)
 
     def diagnostic_records(self) -> list[dict[str, Any]]:
-        path = self.root / DIAG
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a partial last line from an interrupted write
-                continue
-        return out
+        return _read_jsonl(self.root / DIAG)
 
     def diagnostic_arrays(self, chains: list[int] | None = None) -> dict[str, np.ndarray]:
         """``{name: array (n_chains, n_draws, *shape)}`` for the given chains (default: all that are not diverged),
@@ -116,6 +115,19 @@ class SampleStore:
         n = min(len(v) for v in per.values())
         names = [k for k in per[next(iter(per))][0] if k not in ("chain", "draw")]
         return {k: np.asarray([[r[k] for r in v[:n]] for v in per.values()], dtype=np.float64) for k in names}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of an append-only JSON-lines file (a partial line from an interrupted write is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def _jsonable(v: Any) -> Any:
