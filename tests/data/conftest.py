@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,47 +14,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
-
-class Py2Pickler(pickle._Pickler):
-    """Pickle ``bytes`` as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), like the official CIFAR files, which were
-    written by Python 2: loading with ``encoding="latin1"`` (torchvision) gives str keys ("data"), with
-    ``encoding="bytes"`` (the CIFAR web page's recipe) bytes keys (b"data"); numpy arrays use the same path."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj: bytes) -> None:
-        n = len(obj)
-        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-
-
-def py2_dump(obj, path: Path) -> None:
-    with open(path, "wb") as f:
-        Py2Pickler(f, protocol=2).dump(obj)
-
-
-def _images(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, 3072) uint8 rows: 1024 red, then 1024 green, then 1024 blue values, row-major 32x32 (official order)."""
-    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+from bayespeft.testing import MRPC_HEADER, MRPC_PAIRS, py2_dump, write_cifar10, write_cifar100, write_mrpc_tsv  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory) -> Path:
     """<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}: 5 x 20 train and 20 test images."""
     root = tmp_path_factory.mktemp("cifar10")
-    base = root / "cifar-10-batches-py"
-    base.mkdir()
-    rng = np.random.default_rng(0)
-    for b in range(1, 6):
-        labels = [int(v) for v in (np.arange(20) + b) % 10]
-        py2_dump({b"batch_label": f"training batch {b} of 5".encode(), b"labels": labels, b"data": _images(rng, 20),
-                  b"filenames": [f"img_{b}_{i}.png".encode() for i in range(20)]}, base / f"data_batch_{b}")
-    py2_dump({b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in np.arange(20) % 10],
-              b"data": _images(rng, 20), b"filenames": [f"test_{i}.png".encode() for i in range(20)]}, base / "test_batch")
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    py2_dump({b"num_cases_per_batch": 10000, b"label_names": names, b"num_vis": 3072}, base / "batches.meta")
+    write_cifar10(root)
     return root
 
 
@@ -65,39 +29,8 @@ def cifar10_root(tmp_path_factory) -> Path:
 def cifar100_root(tmp_path_factory) -> Path:
     """<root>/cifar-100-python/{train, test, meta}: 200 train / 100 test images, fine labels 0..99, coarse = fine // 5."""
     root = tmp_path_factory.mktemp("cifar100")
-    base = root / "cifar-100-python"
-    base.mkdir()
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 200), ("test", 100)):
-        fine = [int(v) for v in np.arange(n) % 100]
-        py2_dump({b"filenames": [f"{split}_{i}.png".encode() for i in range(n)], b"batch_label": f"{split} batch".encode(),
-                  b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine], b"data": _images(rng, n)}, base / split)
-    py2_dump({b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
-              b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)]}, base / "meta")
+    write_cifar100(root)
     return root
-
-
-MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
-#: sentence pairs with literal quote characters (as in the real files); label = index % 2 pattern below.
-MRPC_PAIRS = [
-    ('He said "the deal is done" on Monday .', 'On Monday he said "the deal is done" .'),
-    ("Shares rose 5 % to $ 10.20 .", "The stock fell sharply in early trade ."),
-    ('"We are pleased," the CEO said .', 'The chief executive said "we are pleased" .'),
-    ("The court ruled against the company .", "Rain is expected over the weekend ."),
-    ("Prices climbed for a third day .", "For the third straight day , prices climbed ."),
-    ("The senator's bill passed 52-48 .", "Scientists found water on the moon ."),
-]
-
-
-def _write_mrpc(path: Path, n: int, offset: int, bom: bool = False) -> list[tuple[int, str, str]]:
-    rows = []
-    for i in range(n):
-        a, b = MRPC_PAIRS[i % len(MRPC_PAIRS)]
-        q = 1 - (i % len(MRPC_PAIRS)) % 2  # paraphrase for even pairs
-        rows.append((q, f"{a} #{i + offset}", f"{b} #{i + offset}"))
-    text = MRPC_HEADER + "\n" + "".join(f"{q}\t{1000 + i}\t{2000 + i}\t{a}\t{b}\n" for i, (q, a, b) in enumerate(rows))
-    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
-    return rows
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +39,7 @@ def mrpc_root(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("glue")
     d = root / "MRPC"
     d.mkdir()
-    rows = {"train": _write_mrpc(d / "train.tsv", 60, 0, bom=True), "dev": _write_mrpc(d / "dev.tsv", 12, 500)}
+    rows = {"train": write_mrpc_tsv(d / "train.tsv", 60, 0, bom=True), "dev": write_mrpc_tsv(d / "dev.tsv", 12, 500)}
     (d / "test.tsv").write_text(
         "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t1\t2\tA \"quoted\" one .\tAnother one .\n", encoding="utf-8"
     )

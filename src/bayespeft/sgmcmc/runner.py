@@ -94,7 +94,7 @@ def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
     chain_ids = list(range(n_chains)) if chain_ids is None else [int(c) for c in chain_ids]
     store = store if isinstance(store, SampleStore) else SampleStore(store)
-    store.metadata.update({"sampler": cfg.model_dump()})
+    store.update_metadata({"sampler": cfg.model_dump()})
     steps_per_epoch = len(train_loader)
     total = cfg.epochs * steps_per_epoch
     burn_in = round(cfg.burn_in_epochs * steps_per_epoch)

@@ -70,6 +70,11 @@ class SampleStore:
         self._draws[chain] = draw + 1
         return len(self.entries) - 1
 
+    def update_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata`` into the store's metadata and persist it (index.json)."""
+        self.metadata.update(metadata)
+        self._flush()
+
     def mark_diverged(self, chain: int, step: int, reason: str) -> None:
         self.diverged[str(chain)] = {"step": int(step), "reason": reason}
         self._flush()

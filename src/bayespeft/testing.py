@@ -1,0 +1,100 @@
+"""Writers of tiny datasets in the real on-disk formats, for tests and smoke runs without network access.
+
+``write_cifar10(root)`` / ``write_cifar100(root)`` write the official python-version archive directories
+(``cifar-10-batches-py``, ``cifar-100-python``: Python-2 pickles of dicts with ``data`` uint8 (N, 3072) in
+R,G,B plane order, ``labels`` / ``fine_labels`` + ``coarse_labels``, and the meta files); ``write_mrpc_tsv``
+writes a GLUE MRPC TSV (``Quality  #1 ID  #2 ID  #1 String  #2 String``, quote characters kept as data).
+The images are random: these files test loading code, not learning. Load them with
+``data.verify_checksums=false`` (their md5 differs from the official archives').
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickle ``bytes`` as Python 2 ``str`` (SHORT_BINSTRING/BINSTRING), like the official CIFAR files, which were
+    written by Python 2: loading with ``encoding="latin1"`` (torchvision) gives str keys ("data"), with
+    ``encoding="bytes"`` (the CIFAR web page's recipe) bytes keys (b"data"); numpy arrays use the same path."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def py2_dump(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        Py2Pickler(f, protocol=2).dump(obj)
+
+
+def cifar_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3072) uint8 rows: 1024 red, then 1024 green, then 1024 blue values, row-major 32x32 (official order)."""
+    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+
+
+CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+
+
+def write_cifar10(root: Path, n_per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
+    """``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``; labels cycle through 0..9."""
+    base = Path(root) / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for b in range(1, 6):
+        labels = [int(v) for v in (np.arange(n_per_batch) + b) % 10]
+        py2_dump({b"batch_label": f"training batch {b} of 5".encode(), b"labels": labels,
+                  b"data": cifar_images(rng, n_per_batch),
+                  b"filenames": [f"img_{b}_{i}.png".encode() for i in range(n_per_batch)]}, base / f"data_batch_{b}")
+    py2_dump({b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in np.arange(n_test) % 10],
+              b"data": cifar_images(rng, n_test), b"filenames": [f"test_{i}.png".encode() for i in range(n_test)]},
+             base / "test_batch")
+    py2_dump({b"num_cases_per_batch": 10000, b"label_names": CIFAR10_NAMES, b"num_vis": 3072}, base / "batches.meta")
+    return base
+
+
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 1) -> Path:
+    """``<root>/cifar-100-python/{train, test, meta}``; fine labels cycle through 0..99, coarse = fine // 5."""
+    base = Path(root) / "cifar-100-python"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        fine = [int(v) for v in np.arange(n) % 100]
+        py2_dump({b"filenames": [f"{split}_{i}.png".encode() for i in range(n)], b"batch_label": f"{split} batch".encode(),
+                  b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine], b"data": cifar_images(rng, n)}, base / split)
+    py2_dump({b"fine_label_names": [f"fine_{i}".encode() for i in range(100)],
+              b"coarse_label_names": [f"coarse_{i}".encode() for i in range(20)]}, base / "meta")
+    return base
+
+
+MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+#: sentence pairs with literal quote characters (as in the real files); even pairs are paraphrases.
+MRPC_PAIRS = [
+    ('He said "the deal is done" on Monday .', 'On Monday he said "the deal is done" .'),
+    ("Shares rose 5 % to $ 10.20 .", "The stock fell sharply in early trade ."),
+    ('"We are pleased," the CEO said .', 'The chief executive said "we are pleased" .'),
+    ("The court ruled against the company .", "Rain is expected over the weekend ."),
+    ("Prices climbed for a third day .", "For the third straight day , prices climbed ."),
+    ("The senator's bill passed 52-48 .", "Scientists found water on the moon ."),
+]
+
+
+def write_mrpc_tsv(path: Path, n: int, offset: int = 0, bom: bool = False) -> list[tuple[int, str, str]]:
+    """Write ``n`` labelled pairs; returns the rows ``(quality, sentence1, sentence2)`` written."""
+    rows = []
+    for i in range(n):
+        a, b = MRPC_PAIRS[i % len(MRPC_PAIRS)]
+        q = 1 - (i % len(MRPC_PAIRS)) % 2
+        rows.append((q, f"{a} #{i + offset}", f"{b} #{i + offset}"))
+    text = MRPC_HEADER + "\n" + "".join(f"{q}\t{1000 + i + offset}\t{2000 + i + offset}\t{a}\t{b}\n" for i, (q, a, b) in enumerate(rows))
+    Path(path).write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    return rows
