@@ -39,7 +39,7 @@ from ..config import ExperimentConfig
 from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 from .config import SamplerConfig
 from .predict import ensemble_predict, predict_sample
-from .runner import run_chains
+from .runner import probe_batch, run_chains
 from .store import INDEX, SampleStore
 
 #: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
@@ -181,7 +181,9 @@ def sample_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: str | Path
         raise ValueError(f"the sample store {store.root} already holds {len(store)} samples; sample into a new "
                          "run directory (or evaluate the existing store with `bayespeft evaluate --samples`)")
     t0 = time.perf_counter()
-    res = run_chains(built.model, built.loaders.train, sc, store=store, show_progress=show_progress)
+    # the probe scalars (log-likelihood, per-point true-class probabilities) are taken on fixed *test* points
+    probe = probe_batch(built.loaders.test, sc.probe_size)
+    res = run_chains(built.model, built.loaders.train, sc, store=store, probe=probe, show_progress=show_progress)
     sample_s = time.perf_counter() - t0
     diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
     evaluated = evaluate_store(cfg, built, run_dir, store, label, {"train_time_s": sample_s, "epochs": sc.epochs})

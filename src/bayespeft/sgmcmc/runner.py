@@ -53,7 +53,7 @@ class ChainsResult:
         return [r.chain for r in self.chains if r.diverged]
 
 
-def _probe_batch(loader, size: int) -> Any:
+def probe_batch(loader, size: int) -> Any:
     """The first ``size`` examples of ``loader`` as one batch (dict or (x, y) pair)."""
     parts = []
     n = 0
@@ -108,7 +108,7 @@ def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int
     sampler = build(cfg.sampler, log_prob, lr=schedule, temperature=cfg.temperature, seed=cfg.seed, **cfg.options)
     device = next(model.parameters()).device
     map_params = {k: v.detach().clone() for k, v in trainable_params(model).items()}
-    probe_fn = ProbeDiagnostics(model, probe if probe is not None else _probe_batch(train_loader, cfg.probe_size),
+    probe_fn = ProbeDiagnostics(model, probe if probe is not None else probe_batch(train_loader, cfg.probe_size),
                                 n_projections=cfg.n_projections, seed=cfg.seed)
     was_training = model.training
     model.eval()
