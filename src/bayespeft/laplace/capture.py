@@ -83,26 +83,30 @@ class LinearTaps:
     Inside the context run the forward; then :meth:`activations` gives ``a`` ``(B, T, d_in)`` per module and
     :meth:`output_grads` gives ``g = ∂⟨f, v_k⟩/∂h`` ``(K, B, T, d_out)`` for cotangents ``V`` ``(K, B, C)``
     (one ``autograd.grad`` pass per ``k``; parameter gradients are not computed). A module called several times in
-    one forward contributes all its calls, concatenated along ``T``.
+    one forward contributes all its calls, concatenated along ``T``. A module called once returns views of the
+    recorded tensors (no copies); modules fed the very same input tensor (e.g. the q/k/v projections of one
+    attention block) share it, which :meth:`input_key` exposes so that callers can reuse per-input work.
     """
 
     def __init__(self, modules: Mapping[str, nn.Linear]) -> None:
         self.modules = dict(modules)
         self._inputs: dict[str, list[torch.Tensor]] = {}
+        self._raw_inputs: dict[str, list[tuple[torch.Tensor, int]]] = {}  # (object passed in, its version)
         self._outputs: dict[str, list[torch.Tensor]] = {}
         self._handles: list[Any] = []
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
             x = args[0]
+            self._raw_inputs[name].append((x, x._version))
             self._inputs[name].append(x.detach().reshape(x.shape[0], -1, x.shape[-1]))
             self._outputs[name].append(out)
 
         return hook
 
     def __enter__(self) -> LinearTaps:
+        self.reset()
         for name, m in self.modules.items():
-            self._inputs[name], self._outputs[name] = [], []
             self._handles.append(m.register_forward_hook(self._hook(name)))
         return self
 
@@ -113,13 +117,21 @@ class LinearTaps:
 
     def reset(self) -> None:
         for name in self.modules:
-            self._inputs[name], self._outputs[name] = [], []
+            self._inputs[name], self._raw_inputs[name], self._outputs[name] = [], [], []
 
     def activations(self, name: str) -> torch.Tensor:
         xs = self._inputs[name]
         if not xs:
             raise RuntimeError(f"module {name!r} was not called in the forward pass")
-        return torch.cat(xs, dim=1)
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+
+    def input_key(self, name: str) -> tuple[tuple[int, int], ...]:
+        """Identity of the module's input tensors in this forward: equal keys mean identical :meth:`activations`.
+
+        Keys are ``(id, version)`` of each call's input object (an in-place change between calls breaks equality);
+        the objects stay referenced by the taps, so their ids cannot be reused while the taps hold them.
+        """
+        return tuple((id(x), v) for x, v in self._raw_inputs[name])
 
     def output_grads(self, logits: torch.Tensor, V: torch.Tensor) -> dict[str, torch.Tensor]:
         names = [n for n in self.modules if self._outputs[n]]
@@ -138,9 +150,9 @@ class LinearTaps:
             chunks = []
             for j in range(m):
                 o = self._outputs[n][j]
-                gk = torch.stack([per_k[k][i + j] for k in range(K)])
+                gk = per_k[0][i + j].unsqueeze(0) if K == 1 else torch.stack([per_k[k][i + j] for k in range(K)])
                 chunks.append(gk.reshape(K, o.shape[0], -1, o.shape[-1]))
-            result[n] = torch.cat(chunks, dim=2)
+            result[n] = chunks[0] if m == 1 else torch.cat(chunks, dim=2)
             i += m
         return result
 

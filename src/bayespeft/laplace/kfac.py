@@ -121,9 +121,21 @@ class KfacStructure(Structure):
             self.factors = self._collector.factors()
             self._collector = None
         self.eig = {}
+        seen: dict[tuple, list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]]] = {}
+
+        def eig(F: torch.Tensor, lowrank: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            # identical factors (the A of q/k/v projections fed the same input) are decomposed once
+            key = (tuple(F.shape), F.dtype, lowrank, float(F.sum()), float(F.diagonal().sum()))
+            for other, result in seen.get(key, []):
+                if torch.equal(other, F):
+                    return result
+            result = eig_factor(F, lowrank)
+            seen.setdefault(key, []).append((F, result))
+            return result
+
         for k, F in self.factors.items():
-            QA, lA = eig_factor(F.A, F.A_lowrank)
-            QG, lG = eig_factor(F.G, F.G_lowrank)
+            QA, lA = eig(F.A, F.A_lowrank)
+            QG, lG = eig(F.G, F.G_lowrank)
             self.eig[k] = (QG, lG, QA, lA)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -74,16 +74,34 @@ class _Factor:
     """Running sum ``Σ Xᵀ X`` kept dense, or as a rank-``k`` root when ``d > lr_threshold`` and ``k`` is set."""
 
     def __init__(self, d: int, n_kfac: int | None, lr_threshold: int) -> None:
+        self.d = d
         self.lowrank = n_kfac is not None and d > lr_threshold
         self.k = n_kfac
         self.value: torch.Tensor | None = None
 
     def add(self, X: torch.Tensor) -> None:
+        """Add ``Xᵀ X`` for ``X`` ``(rows, d)``."""
         if self.lowrank:
             self.value = lowrank_update(self.value, X, self.k)  # type: ignore[arg-type]
         else:
-            XtX = X.transpose(0, 1) @ X
-            self.value = XtX if self.value is None else self.value + XtX
+            self.add_blocks(X.transpose(0, 1) @ X, None, 0, X)
+
+    def add_blocks(self, XtX: torch.Tensor | None, colsum: torch.Tensor | None, rows: int, like: torch.Tensor) -> None:
+        """Dense factors: add ``[X, 1]ᵀ [X, 1] = [[XᵀX, Xᵀ1], [1ᵀX, rows]]`` from its blocks, without forming ``[X, 1]``.
+
+        ``XtX`` ``(d_x, d_x)`` or None (no weight columns); ``colsum`` ``(d_x,)`` = ``Xᵀ 1`` when the factor carries the
+        trailing constant-1 coordinate (then ``d = d_x + 1``), else None. The sum takes ``like``'s dtype and device.
+        """
+        if self.value is None:
+            self.value = torch.zeros(self.d, self.d, dtype=like.dtype, device=like.device)
+        d_x = self.d - (colsum is not None or XtX is None)
+        if XtX is not None:
+            self.value[:d_x, :d_x] += XtX
+        if colsum is not None:
+            self.value[:d_x, d_x] += colsum
+            self.value[d_x, :d_x] += colsum
+        if XtX is None or colsum is not None:
+            self.value[d_x, d_x] += rows
 
 
 class KfacCollector:
@@ -139,15 +157,32 @@ class KfacCollector:
             check_logits(logits)
             V = cotangent_fn(logits, labels)
             grads = taps.output_grads(logits, V)
+            grams: dict[Any, tuple[torch.Tensor, torch.Tensor | None]] = {}  # per input tensor: (XᵀX, Xᵀ1)
             for n in self.modules:
                 if n not in grads:
                     raise RuntimeError(f"Linear module {n!r} was not used by the forward pass")
                 g = grads[n]
                 dt = self._dtype(g)
-                a = self.augmented(n, taps.activations(n)).to(dt)
-                self._A[n].add(a.reshape(-1, a.shape[-1]))
+                a = taps.activations(n)
+                rows = a.shape[0] * a.shape[1]
+                if self._A[n].lowrank:
+                    X = self.augmented(n, a.to(dt))
+                    self._A[n].add(X.reshape(-1, X.shape[-1]))
+                elif self.weight_in[n]:
+                    # modules fed the same tensor (q/k/v of one attention block) share the Gram matrix
+                    key = (taps.input_key(n), dt)
+                    XtX, colsum = grams.get(key, (None, None))
+                    X = a.reshape(-1, a.shape[-1]).to(dt)
+                    if XtX is None:
+                        XtX = X.transpose(0, 1) @ X
+                    if self.bias_in_A[n] and colsum is None:
+                        colsum = X.sum(0)
+                    grams[key] = (XtX, colsum)
+                    self._A[n].add_blocks(XtX, colsum if self.bias_in_A[n] else None, rows, XtX)
+                else:
+                    self._A[n].add_blocks(None, None, rows, g.new_empty(0, dtype=dt))
                 self._G[n].add(g.to(dt).reshape(-1, g.shape[-1]))
-                self.n_rows[n] += a.shape[0] * a.shape[1]
+                self.n_rows[n] += rows
         self.n_examples += int(logits.shape[0])
         return logits.detach(), labels
 
