@@ -1,4 +1,6 @@
-"""The ``bayespeft`` command. Every sub-command is a thin layer over library functions."""
+"""The ``bayespeft`` command: argument parsing only. Each sub-command loads its config (:mod:`bayespeft.config`)
+and calls one function of the application layer (:mod:`bayespeft.experiments`); heavy modules are imported inside
+the command that needs them, so ``--help``, ``config``, ``validate`` and ``list`` stay quick."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def _load(args):
 
 
 def _print_table(rows: list[dict], cols: list[str]) -> None:
-    from .report import format_table
+    from .table import format_table
 
     print(format_table(rows, cols))
 
@@ -44,7 +46,7 @@ def _train(p):
     p.add_argument("--resume", metavar="RUN_DIR", help="resume an interrupted run from its last checkpoint")
 
     def run(args):
-        from .pipeline import train_run
+        from .experiments.train import train_run
 
         out = train_run(_load(args), run_dir=args.resume)
         rows = [{"split": s, **m} for s, m in out["map"].items()]
@@ -64,11 +66,11 @@ def _evaluate(p):
     def run(args):
         cfg = _load(args)
         if args.samples:
-            from .sgmcmc.pipeline import evaluate_samples_run
+            from .experiments.sample import evaluate_samples_run
 
             _print_sgmcmc(evaluate_samples_run(cfg, args.checkpoint, args.samples))
             return
-        from .pipeline import evaluate_run
+        from .experiments.evaluate import evaluate_run
 
         out = evaluate_run(cfg, args.checkpoint)
         rows = [{"posterior": k, "split": s, **m} for k, v in out.items() if isinstance(v, dict) and k not in ("params",) for s, m in v.items() if isinstance(m, dict) and "acc" in m]
@@ -93,7 +95,7 @@ def _laplace(p):
         p.add_argument(f"--{flag}", help=hlp)
 
     def run(args):
-        from .laplace.pipeline import laplace_run
+        from .experiments.laplace import laplace_run
 
         cfg = _load(args)
         out = laplace_run(cfg, args.checkpoint, {k: getattr(args, k) for k in ("structure", "subset", "curvature", "prior", "predictive", "link")})
@@ -109,7 +111,7 @@ def _sample(p):
     p.add_argument("--checkpoint", help="MAP warm start (adapter/checkpoint or run directory); trains one if absent")
 
     def run(args):
-        from .sgmcmc.pipeline import sample_run
+        from .experiments.sample import sample_run
 
         _print_sgmcmc(sample_run(_load(args), args.checkpoint))
 
@@ -132,7 +134,7 @@ def _quickstart(p):
     p.add_argument("--fast", action="store_true", help="fewer epochs/samples (for a smoke test)")
 
     def run(args):
-        from .quickstart import run_quickstart
+        from .experiments.quickstart import run_quickstart
 
         run_quickstart(out=args.out, fast=args.fast)
 
@@ -168,14 +170,32 @@ def _config(p):
     p.set_defaults(run=run)
 
 
-@command("list", "list registered names: models, datasets, methods, structures, samplers, schedules")
+#: ``bayespeft list WHAT``: the package that owns each registry and the registry's attribute there (imported only
+#: when listed). The names come from the registries themselves, so a new backbone, sampler, ... is listed at once.
+REGISTRIES: dict[str, tuple[str, str]] = {
+    "models": ("bayespeft.models", "MODELS"),
+    "datasets": ("bayespeft.data", "DATASETS"),
+    "methods": ("bayespeft.adapters", "ADAPTERS"),
+    "structures": ("bayespeft.laplace", "STRUCTURES"),
+    "samplers": ("bayespeft.sgmcmc", "SAMPLERS"),
+    "schedules": ("bayespeft.sgmcmc", "SCHEDULES"),
+}
+
+
+def registered_names(what: str) -> list[str]:
+    """Sorted names in the registry listed as ``what`` in :data:`REGISTRIES`."""
+    import importlib
+
+    module, attr = REGISTRIES[what]
+    return getattr(importlib.import_module(module), attr).names()
+
+
+@command("list", f"list registered names: {', '.join(REGISTRIES)}")
 def _list(p):
-    p.add_argument("what", choices=["models", "datasets", "methods", "structures", "samplers", "schedules"])
+    p.add_argument("what", choices=list(REGISTRIES))
 
     def run(args):
-        from . import registries
-
-        print("\n".join(registries.names(args.what)))
+        print("\n".join(registered_names(args.what)))
 
     p.set_defaults(run=run)
 

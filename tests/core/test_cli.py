@@ -98,7 +98,7 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path, capsys):
 
 
 def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
-    import bayespeft.pipeline as pipeline
+    import bayespeft.experiments.train as pipeline
 
     cfg = tiny_config(tmp_path, method="normtune")
     run_dir = tmp_path / "resumable"
@@ -125,3 +125,21 @@ def test_list_and_config_commands(capsys):
     assert capsys.readouterr().out.split() == ["full", "hybrid", "linear", "lora", "normtune"]
     assert main(["config", "train"]) == 0
     assert "train.lr" in capsys.readouterr().out
+
+
+#: members each listing must contain (written out here, not read from the registries)
+KNOWN = {"models": {"micro_vit", "resnet18_cifar", "wrn28_10", "roberta-base"}, "datasets": {"digits", "cifar10", "mrpc"},
+         "methods": {"lora", "normtune", "hybrid", "full", "linear"}, "structures": {"diag", "kfac", "lowrank_kfac", "full"},
+         "samplers": {"sgld", "psgld", "asgld", "sghmc", "sam_sgld", "sam_sgld_r1"}, "schedules": {"constant", "cyclical"}}
+
+
+@pytest.mark.parametrize("what", sorted(KNOWN))
+def test_list_reads_each_registry(what, capsys):
+    from bayespeft.cli import REGISTRIES
+
+    assert set(REGISTRIES) == set(KNOWN)
+    assert main(["list", what]) == 0
+    names = capsys.readouterr().out.split()
+    assert names == sorted(names) and KNOWN[what] <= set(names)
+    others = set().union(*(v for k, v in KNOWN.items() if k != what)) - KNOWN[what]
+    assert not others & set(names), f"`bayespeft list {what}` shows names of another registry"

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from bayespeft.quickstart import DOWNSTREAM_METHODS, run_quickstart
+from bayespeft.experiments.quickstart import DOWNSTREAM_METHODS, run_quickstart
 
 
 def test_quickstart_fast_writes_the_table(tmp_path, monkeypatch):

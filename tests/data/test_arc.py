@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bayespeft.data import DataConfig, build_data
-from bayespeft.spec import InputSpec
+from bayespeft.inputs import InputSpec
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bayespeft.data import DataConfig, build_data
-from bayespeft.spec import InputSpec
+from bayespeft.inputs import InputSpec
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 SPEC = InputSpec(kind="image", image_size=32, in_chans=3, mean=MEAN, std=STD)

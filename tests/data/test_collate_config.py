@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from bayespeft.data import Collator, DataConfig, DatasetInfo, build_data, dataset_info, ensure_pad_token, list_datasets
 from bayespeft.registry import UnknownNameError
-from bayespeft.spec import InputSpec
+from bayespeft.inputs import InputSpec
 
 
 def test_collator_pads_right_and_stacks():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from bayespeft.data import DataConfig, build_data
-from bayespeft.spec import InputSpec
+from bayespeft.inputs import InputSpec
 
 NATIVE = InputSpec(kind="image", image_size=8, in_chans=1, mean=(0.3,), std=(0.4,))
 RAW = InputSpec(kind="image", image_size=8, in_chans=1)  # no normalisation: pixel_values in [0, 1]

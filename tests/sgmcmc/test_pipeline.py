@@ -1,4 +1,4 @@
-"""``bayespeft.sgmcmc.pipeline`` end to end on a micro ViT + LoRA on 48 digits: warm start from a checkpoint or a
+"""``bayespeft.experiments.sample`` end to end on a micro ViT + LoRA on 48 digits: warm start from a checkpoint or a
 fresh MAP, the evaluation table against independently recomputed ensembles, divergence handling, and the verdict
 against R-hat / ESS recomputed with arviz-stats directly."""
 
@@ -16,9 +16,10 @@ from torch.func import functional_call
 
 from bayespeft.config import validate
 from bayespeft.metrics import classification_metrics
-from bayespeft.pipeline import build, load_checkpoint_into, split_loaders, train_model
+from bayespeft.experiments import sample as sp
+from bayespeft.experiments.run import build, load_checkpoint_into, split_loaders
+from bayespeft.experiments.train import train_model
 from bayespeft.sgmcmc import SampleStore, SamplerConfig
-from bayespeft.sgmcmc import pipeline as sp
 
 torch.set_num_threads(1)
 

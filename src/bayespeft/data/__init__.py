@@ -10,7 +10,7 @@ Registered names: ``digits`` (scikit-learn, bundled), ``cifar10``, ``cifar100``,
 
 from __future__ import annotations
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from . import arc, cifar, digits, glue  # noqa: F401  (register the datasets)
 from .base import DATASETS, DataBundle, DatasetInfo, Loaders, register_dataset, split_indices, subsample
 from .collate import Collator, ensure_pad_token

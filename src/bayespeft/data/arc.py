@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
 from .collate import Collator, ensure_pad_token
 from .config import DataConfig

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..registry import Registry
 
 if TYPE_CHECKING:
-    from ..spec import InputSpec
+    from ..inputs import InputSpec
     from .config import DataConfig
 
 

@@ -31,7 +31,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
 from .collate import Collator
 from .config import DataConfig

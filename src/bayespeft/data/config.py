@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..schema import Section
+from ..section import Section
 
 ShiftKind = Literal["none", "rotate", "noise"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
 from .collate import Collator
 from .config import DataConfig

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bayespeft.laplace.base import STRUCTURES
-from bayespeft.schema import Section
+from bayespeft.section import Section
 
 
 class LaplaceConfig(Section):

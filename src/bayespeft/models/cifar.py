@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .config import ModelConfig
 from .registry import register_model
 from .targets import conv_targets

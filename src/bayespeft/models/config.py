@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..schema import Section
+from ..section import Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .config import ModelConfig
 from .hf_common import from_pretrained, config_from
 from .registry import MODELS, register_model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .config import ModelConfig
 from .hf_common import config_from, from_pretrained, head_child, load_tokenizer
 from .registry import MODELS, register_model

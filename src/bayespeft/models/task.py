@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..spec import InputSpec
+from ..inputs import InputSpec
 
 Task = Literal["image_classification", "sequence_classification", "multiple_choice"]
 

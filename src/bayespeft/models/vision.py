@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..spec import InputSpec
+from ..inputs import InputSpec
 from .config import ModelConfig
 from .registry import register_model
 from .targets import attention_targets

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..schema import Section
+from ..section import Section
 
 
 def _finite_pos(name: str, v: float, extra: str = "") -> float:

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from . import io
-from .config import ExperimentConfig, dump_config, read_yaml, validate
-from .report import format_table
+from .. import io
+from ..config import ExperimentConfig, read_yaml, validate
+from ..table import format_table
 
 UPSTREAM_CLASSES = 5
 DOWNSTREAM_METHODS = ("lora", "normtune", "hybrid", "full")
@@ -43,11 +43,11 @@ def cache_dir() -> Path:
 
 def pretrain_upstream(cfg: ExperimentConfig, epochs: int = 30) -> Path:
     """Train the micro ViT on digits 0..4 (all parameters) once and cache its weights (safetensors)."""
-    from .adapters import AdapterConfig, apply_adapter
-    from .data import build_data
-    from .models import build_model
-    from .seed import seed_everything
-    from .train import TrainConfig, fit
+    from ..adapters import AdapterConfig, apply_adapter
+    from ..data import build_data
+    from ..models import build_model
+    from ..seed import seed_everything
+    from ..train import TrainConfig, fit
 
     up_model_cfg = cfg.model.model_copy(update={"pretrained": False, "path": None})
     up_train = TrainConfig(epochs=epochs, lr=3e-3, weight_decay=0.05, warmup_ratio=0.1, grad_clip=1.0, seed=1234, patience=epochs, progress=False)
@@ -76,7 +76,7 @@ def pretrain_upstream(cfg: ExperimentConfig, epochs: int = 30) -> Path:
 
 def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> list[dict[str, Any]]:
     """Run the quickstart; returns the table rows (also printed and written to ``<out>/quickstart.csv``)."""
-    from .pipeline import train_model
+    from .train import train_model
 
     t_start = time.perf_counter()
     # a micro ViT is far too small for intra-op parallelism: extra threads only contend for the cores
@@ -132,8 +132,8 @@ def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
 
     The LoRA run is restored to its MAP weights after each posterior (both modules put the MAP back).
     """
-    from .laplace.config import LaplaceConfig
-    from .laplace.pipeline import fit_and_evaluate
+    from ..laplace import LaplaceConfig
+    from .laplace import fit_and_evaluate
 
     cfg = validate(yaml_safe(run.run_dir / "config.yaml"), "quickstart run config")
     rows = []
@@ -142,7 +142,7 @@ def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
         res = fit_and_evaluate(cfg, run.built, run.run_dir, lc)
         for split, m in res["splits"].items():
             rows.append(_row("lora", res["label"], split, run.built.params, m, res["fit_time_s"] + res["prior_time_s"]))
-    from .sgmcmc.pipeline import sample_and_evaluate
+    from .sample import sample_and_evaluate
 
     res = sample_and_evaluate(cfg, run.built, run.run_dir, label="sgld")
     for split, m in res["splits"].items():

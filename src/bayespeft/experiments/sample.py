@@ -3,7 +3,7 @@
 Flow of :func:`sample_run` (every stage is also a library function):
 
 1. build the model/data of the config; warm-start from a MAP ``checkpoint`` (adapter or run directory) or, without
-   one, train the MAP first through the same code path as ``bayespeft train`` (:func:`bayespeft.pipeline.train_model`;
+   one, train the MAP first through the same code path as ``bayespeft train`` (:func:`bayespeft.experiments.train.train_model`;
    the samples then live in that training run's directory);
 2. :func:`sample_and_evaluate`: run the chains (:func:`~bayespeft.sgmcmc.runner.run_chains`) over the trainable
    parameters into ``<run_dir>/samples`` (a :class:`~bayespeft.sgmcmc.store.SampleStore`), write the diagnostics
@@ -36,11 +36,11 @@ import torch
 from .. import io
 from ..batch import split_batch, to_device
 from ..config import ExperimentConfig
-from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
-from .config import SamplerConfig
-from .predict import ensemble_predict, predict_sample
-from .runner import probe_batch, run_chains
-from .store import INDEX, SampleStore
+from ..sgmcmc.config import SamplerConfig
+from ..sgmcmc.predict import ensemble_predict, predict_sample
+from ..sgmcmc.runner import probe_batch, run_chains
+from ..sgmcmc.store import INDEX, SampleStore
+from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 
 #: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
 PLOTTED = ("loglik", "param_norm", "proj_0", "proj_1", "proj_2", "proj_3")
@@ -221,7 +221,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
     cfg = cfg.model_copy(update={"sgmcmc": sc})
     metrics: dict[str, Any]
     if checkpoint is None:
-        from ..pipeline import train_model
+        from .train import train_model
 
         trained = train_model(cfg)
         built, run_dir = trained.built, trained.run_dir

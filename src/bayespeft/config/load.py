@@ -1,9 +1,9 @@
-"""Experiment configs: YAML files validated on load, ``base:`` inheritance and ``--set a.b=value`` overrides.
+"""Loading experiment configs: YAML files validated on load, ``base:`` inheritance and ``--set a.b=value`` overrides.
 
-An experiment config has one section per stage (``data``, ``model``, ``adapter``, ``train``, and optionally
-``laplace`` and ``sgmcmc``), each a :class:`bayespeft.schema.Section` owned by the module that uses it. Errors are
-collected into one :class:`ConfigError` whose message names every bad key (with the closest valid key) and every
-bad value (with what is allowed).
+The config (:class:`~bayespeft.config.experiment.ExperimentConfig`) has one section per stage, each a
+:class:`bayespeft.section.Section` owned by the library package that uses it. Errors are collected into one
+:class:`ConfigError` whose message names every bad key (with the closest valid key) and every bad value (with what
+is allowed).
 
 A YAML file may start with ``base: other.yaml`` (relative to the file); the base is loaded first and this file's
 keys are deep-merged over it, so experiment files only hold what differs from the defaults.
@@ -16,45 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from .adapters import AdapterConfig
-from .data import DataConfig
-from .laplace import LaplaceConfig
-from .models import ModelConfig
-from .registry import closest
-from .schema import Section
-from .sgmcmc import SamplerConfig
-from .train import TrainConfig
-
-
-class OutputConfig(Section):
-    root: str = Field("runs", description="Directory under which each run gets its own sub-directory.")
-    results_csv: str | None = Field(
-        None, description="Append-only results CSV (one row per run); default <root>/results.csv."
-    )
-    reliability_plots: bool = Field(True, description="Write PNG plots: reliability diagrams for every evaluated predictive, and SG-MCMC trace/autocorrelation plots.")
-
-    def csv_path(self) -> Path:
-        return Path(self.results_csv) if self.results_csv else Path(self.root) / "results.csv"
-
-
-class ExperimentConfig(Section):
-    name: str = Field("experiment", description="Run name; used as the prefix of the run directory.")
-    data: DataConfig = Field(description="Dataset, splits and loaders.")
-    model: ModelConfig = Field(description="Backbone.")
-    adapter: AdapterConfig = Field(description="Which parameters are tuned (lora, normtune, hybrid, full, linear).")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="MAP training.")
-    laplace: LaplaceConfig | None = Field(None, description="Laplace posterior (for `bayespeft laplace`).")
-    sgmcmc: SamplerConfig | None = Field(None, description="SG-MCMC sampler (for `bayespeft sample`).")
-    output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        if not v or any(c in v for c in "/\\ "):
-            raise ValueError(f"name must be non-empty without '/', '\\' or spaces (got {v!r})")
-        return v
+from ..registry import closest
+from ..section import Section
+from .experiment import ExperimentConfig
 
 
 class ConfigError(ValueError):
@@ -179,20 +145,3 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def dump_config(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML (what a run directory stores)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def describe_section(section: type[Section], prefix: str = "") -> list[str]:
-    """One line per field: dotted key, type, default and help text (used by `bayespeft config`)."""
-    out = []
-    for name, f in section.model_fields.items():
-        ann = f.annotation
-        args = getattr(ann, "__args__", None) or ()
-        sub = next((c for c in (ann, *args) if isinstance(c, type) and issubclass(c, Section)), None)
-        if sub is not None:
-            out.append(f"{prefix}{name}: section — {f.description or ''}")
-            out.extend(describe_section(sub, prefix=f"{prefix}{name}."))
-            continue
-        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        out.append(f"{prefix}{name} ({tname}, default {default}): {f.description or ''}")
-    return out

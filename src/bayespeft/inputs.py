@@ -1,4 +1,6 @@
-"""What a backbone expects as input; produced by ``bayespeft.models`` and consumed by ``bayespeft.data``."""
+"""What a backbone expects as input (:class:`InputSpec`): produced by ``bayespeft.models`` (``model.input_spec``) and
+consumed by ``bayespeft.data`` (which shapes, normalises and tokenises its datasets to match). It lives outside both
+packages so that neither has to import the other."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Config -> objects -> run directory. Every CLI command is a thin layer over these functions.
+"""What every command shares: config -> plain PyTorch objects -> run directory -> recorded metrics.
 
 ``build(cfg)`` turns an :class:`~bayespeft.config.ExperimentConfig` into plain PyTorch objects (model with its
-adapter applied, datasets, loaders); ``train_run`` / ``evaluate_run`` produce a run directory with the resolved
-config, metrics JSON, reliability diagrams and a checkpoint, and append rows to the results CSV.
+adapter applied, datasets, loaders); ``start_run`` creates the run directory holding the resolved config;
+``record_predictive`` / ``evaluate_map`` write the metrics of a predictive (reliability diagram, results-CSV row);
+``load_checkpoint_into`` restores a saved adapter. The commands (:mod:`.train`, :mod:`.evaluate`, :mod:`.laplace`,
+:mod:`.sample`, :mod:`.quickstart`) are built from these pieces.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from typing import Any
 
 import torch
 
-from . import io
-from .adapters import apply_adapter, load_adapter, parameter_report, save_adapter
-from .config import ExperimentConfig, dump_config
-from .data import DataBundle, build_data, dataset_info
-from .experiments.records import append_result, new_run_dir
-from .metrics import classification_metrics, plot_reliability_diagram
-from .models import build_model
-from .seed import seed_everything
-from .train import fit, predict_probs
+from .. import io
+from ..adapters import apply_adapter, load_adapter, parameter_report
+from ..config import ExperimentConfig, dump_config
+from ..data import DataBundle, build_data, dataset_info
+from ..metrics import classification_metrics, plot_reliability_diagram
+from ..models import build_model
+from ..seed import seed_everything
+from ..train import predict_probs
+from .records import append_result, new_run_dir
 
 SPLITS = ("test", "test_shift")
 
@@ -111,51 +113,9 @@ def start_run(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Path:
     return path
 
 
-@dataclass
-class TrainedRun:
-    """What a MAP training run leaves in memory (the model is kept for posterior fitting)."""
-
-    run_dir: Path
-    built: Built
-    metrics: dict[str, Any]
-    train_time_s: float | None
-
-
-def train_model(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> TrainedRun:
-    """MAP fine-tuning: train, save the adapter (PEFT format), evaluate, write ``metrics.json`` and CSV rows.
-
-    Passing the ``run_dir`` of an interrupted run resumes it from its last checkpoint.
-    """
-    path = start_run(cfg, run_dir)
-    built = build(cfg)
-    result = fit(built.model, built.loaders.train, built.loaders.val, cfg.train, path)
-    rd = result.to_dict()
-    save_adapter(built.model, path / "checkpoint", metadata={"config": cfg.model_dump(mode="json"), "params": built.params})
-    extra = {"train_time_s": rd.get("train_time_s"), "epochs": rd.get("epochs_run")}
-    metrics = {"params": built.params, "train": rd, "map": evaluate_map(cfg, built, path, extra)}
-    io.write_json(path / "metrics.json", metrics)
-    return TrainedRun(run_dir=path, built=built, metrics=metrics, train_time_s=rd.get("train_time_s"))
-
-
-def train_run(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """:func:`train_model` as a JSON-ready summary (what ``bayespeft train`` prints)."""
-    run = train_model(cfg, run_dir)
-    return {"run_dir": str(run.run_dir), **run.metrics}
-
-
 def load_checkpoint_into(built: Built, checkpoint: str | Path) -> None:
     """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch)."""
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / "checkpoint").is_dir():  # a run directory
         ckpt = ckpt / "checkpoint"
     load_adapter(built.model, ckpt)
-
-
-def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path) -> dict[str, Any]:
-    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory."""
-    built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
-    path = start_run(cfg)
-    metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
-    io.write_json(path / "metrics.json", metrics)
-    return {"run_dir": str(path), **metrics}

@@ -12,9 +12,8 @@ from typing import Any
 
 from .. import io
 from ..config import ExperimentConfig
-from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
-from .config import LaplaceConfig
-from .fit import fit
+from ..laplace import LaplaceConfig, fit
+from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 
 
 def laplace_label(lc: LaplaceConfig) -> str:
@@ -41,7 +40,6 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     prior_s = time.perf_counter() - t0
     out: dict[str, Any] = {
         "label": label,
-        "n_params": int(post.n_params) if hasattr(post, "n_params") else None,
         "prior_precision": post.prior_precision.detach().cpu().tolist(),
         "log_marginal_likelihood": float(post.log_marginal_likelihood().detach()),
         "fit_time_s": fit_s,

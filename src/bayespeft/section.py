@@ -1,0 +1,19 @@
+"""Base class for validated config sections (neutral ground: library packages and the config loader both use it).
+
+Every config section (data, model, adapter, train, laplace, sgmcmc, ...) is a pydantic model deriving from
+:class:`Section`, defined next to the library code that reads it (``bayespeft.data.DataConfig``, ...): unknown keys
+are rejected (``extra="forbid"``), every field carries a ``description`` (used for CLI help and docs), and value
+checks live in validators that say what is allowed. The application package ``bayespeft.config`` assembles the
+sections into an experiment config and turns pydantic's errors into one readable message naming the key and the
+closest valid key; this module imports nothing from it, so the library never depends on the config loader.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Section(BaseModel):
+    """A strict, validated config section."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
