@@ -27,7 +27,7 @@ def _digest(d) -> dict[str, str]:
 
 
 def _saved(tmp_path, method="lora", key="micro_vit", **kw):
-    model = apply_adapter(fresh(key), AdapterConfig(method=method, r=4, **kw))
+    model = apply_adapter(fresh(key), AdapterConfig.dropping_unread(dict(method=method, r=4, **kw)))
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

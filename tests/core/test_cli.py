@@ -19,7 +19,7 @@ def tiny_config(tmp_path, method="lora", extra=""):
             name: tiny-{method}
             data: {{name: digits, max_train: 96, max_val: 48, max_test: 64, batch_size: 32, shift: noise}}
             model: {{name: micro_vit, pretrained: false}}
-            adapter: {{method: {method}, r: 2}}
+            adapter: {{method: {method}{", r: 2" if method in ("lora", "hybrid") else ""}}}
             train: {{epochs: 2, lr: 0.005, seed: 3, progress: false}}
             output: {{root: {tmp_path / 'runs'}}}
             """

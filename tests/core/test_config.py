@@ -79,3 +79,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "data: [unclosed\n"))
+
+
+def test_adapter_option_the_method_does_not_read_is_one_line_naming_both(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, BASE), ["adapter.method=full"])
+    assert str(e.value).splitlines()[1:] == [
+        "  - adapter.r: applies to hybrid and lora only; remove it for method 'full' (got 4)"]
+    cfg = load_config(write(tmp_path, BASE.replace("method: lora, r: 4", "method: full")))
+    assert load_config(write(tmp_path, dump_config(cfg), "dumped.yaml")) == cfg  # a run's config.yaml loads again

@@ -15,7 +15,7 @@ from .checkpoint import (
     save_adapter,
     trainable_state_dict,
 )
-from .config import AdapterConfig, Method
+from .config import METHOD_OPTIONS, AdapterConfig
 from .methods import ADAPTERS, AdapterMethod, apply_adapter, register_adapter
 from .modules import is_norm, norm_module_names
 from .report import adapter_layers, head_parameter_names, parameter_report
@@ -24,7 +24,7 @@ __all__ = [
     "ADAPTERS",
     "AdapterConfig",
     "AdapterMethod",
-    "Method",
+    "METHOD_OPTIONS",
     "adapter_layers",
     "apply_adapter",
     "base_fingerprint",

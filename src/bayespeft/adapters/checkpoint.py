@@ -254,7 +254,7 @@ def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: b
             f"is {model.name!r} with {model.num_classes} classes"
         )
     try:
-        acfg = AdapterConfig(**meta["adapter"])
+        acfg = AdapterConfig.dropping_unread(meta["adapter"])
     except Exception as e:
         raise CheckpointError(f"{mfile}: invalid adapter settings ({e})") from e
     current = getattr(model, "adapter_config", None)

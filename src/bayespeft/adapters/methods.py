@@ -28,25 +28,37 @@ from torch import nn
 
 from ..models.task import TaskModel
 from ..registry import Registry
-from .config import AdapterConfig
+from .config import METHOD_OPTIONS, AdapterConfig
 from .modules import check_heads, check_targets, exact_regex, norm_module_names
 
 
 @dataclass(frozen=True)
 class AdapterMethod:
-    """``apply(model, cfg, heads)`` mutates ``model`` (wraps ``model.backbone`` for PEFT methods)."""
+    """``apply(model, cfg, heads)`` mutates ``model`` (wraps ``model.backbone`` for PEFT methods).
+
+    ``options``: the method-specific fields of :class:`AdapterConfig` (:data:`~.config.METHOD_OPTIONS`) that
+    ``apply`` reads; setting any other one for this method is a config error.
+    """
 
     apply: Callable[[TaskModel, AdapterConfig, list[str]], None]
     uses_peft: bool
     description: str
+    options: tuple[str, ...] = ()
 
 
 ADAPTERS: Registry[AdapterMethod] = Registry("adapter method")
 
+#: what LoRA reads: rank, scaling, dropout, target layers, and whether the head is trained
+LORA_OPTIONS = ("r", "alpha", "dropout", "target_modules", "train_head")
 
-def register_adapter(name: str, uses_peft: bool, description: str):
+
+def register_adapter(name: str, uses_peft: bool, description: str, options: tuple[str, ...] = ()):
+    unknown = sorted(set(options) - set(METHOD_OPTIONS))
+    if unknown:
+        raise ValueError(f"adapter method {name!r}: unknown options {unknown}; method options are {list(METHOD_OPTIONS)}")
+
     def deco(fn):
-        ADAPTERS.register(name, AdapterMethod(fn, uses_peft, description))
+        ADAPTERS.register(name, AdapterMethod(fn, uses_peft, description, tuple(options)))
         return fn
 
     return deco
@@ -79,12 +91,12 @@ def _wrap(model: TaskModel, peft_config) -> None:
         model.backbone = get_peft_model(model.backbone, peft_config)
 
 
-@register_adapter("lora", True, "LoRA on the attention projections (or conv layers) + head")
+@register_adapter("lora", True, "LoRA on the attention projections (or conv layers) + head", LORA_OPTIONS)
 def apply_lora(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
     _wrap(model, _lora_config(model, cfg, heads, []))
 
 
-@register_adapter("normtune", True, "normalisation-layer affine parameters + head (PEFT LN tuning)")
+@register_adapter("normtune", True, "normalisation-layer affine parameters + head (PEFT LN tuning)", ("train_head",))
 def apply_normtune(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
     from peft import LNTuningConfig
 
@@ -95,7 +107,7 @@ def apply_normtune(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> No
     _wrap(model, LNTuningConfig(target_modules=exact_regex(norms), modules_to_save=heads or None))
 
 
-@register_adapter("hybrid", True, "LoRA + normalisation layers + head")
+@register_adapter("hybrid", True, "LoRA + normalisation layers + head", LORA_OPTIONS)
 def apply_hybrid(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
     norms = norm_module_names(model.backbone, exclude=heads)
     if not norms:

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from .. import io
+from ..adapters import AdapterConfig
 from ..config import ExperimentConfig, read_yaml, validate
 from ..table import format_table
 
@@ -43,7 +44,7 @@ def cache_dir() -> Path:
 
 def pretrain_upstream(cfg: ExperimentConfig, epochs: int = 30) -> Path:
     """Train the micro ViT on digits 0..4 (all parameters) once and cache its weights (safetensors)."""
-    from ..adapters import AdapterConfig, apply_adapter
+    from ..adapters import apply_adapter
     from ..data import build_data
     from ..models import build_model
     from ..seed import seed_everything
@@ -90,7 +91,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> l
     rows: list[dict[str, Any]] = []
     lora_run = None
     for method in DOWNSTREAM_METHODS:
-        mcfg = validate({**cfg.model_dump(mode="json"), "name": f"quickstart-{method}", "adapter": {**cfg.adapter.model_dump(mode="json"), "method": method}})
+        # the YAML's adapter section is LoRA's; each method keeps the options it reads (the head settings)
+        adapter = AdapterConfig.dropping_unread({**cfg.adapter.model_dump(mode="json"), "method": method})
+        mcfg = validate({**cfg.model_dump(mode="json"), "name": f"quickstart-{method}", "adapter": adapter.model_dump(mode="json")})
         run = train_model(mcfg)
         for split, m in run.metrics["map"].items():
             rows.append(_row(method, "map", split, run.built.params, m, run.train_time_s))
