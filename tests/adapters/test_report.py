@@ -31,7 +31,7 @@ NORMS = 2 * 2 * (2 * D) + 2 * D
     ],
 )
 def test_parameter_report_hand_counts(method, trainable, added):
-    model = apply_adapter(fresh("micro_vit"), AdapterConfig(method=method, r=4))
+    model = apply_adapter(fresh("micro_vit"), AdapterConfig.dropping_unread(dict(method=method, r=4)))
     rep = parameter_report(model)
     lora = 2 * 4 * (D + 3 * D) if method in ("lora", "hybrid") else 0
     assert rep["base_params"] == BASE
@@ -74,7 +74,7 @@ def test_adapter_layers_groups_every_trainable_parameter_once():
         ({"r": 257}, "LoRA ranks must be >= 1 and <= 256"),
         ({"alpha": 0}, "alpha must be > 0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"method": "lorax"}, "Input should be 'lora', 'normtune', 'hybrid', 'full' or 'linear'"),
+        ({"method": "lorax"}, "unknown adapter method 'lorax'. Did you mean 'lora'. Known adapter methods: full, hybrid, linear, lora, normtune"),
         ({"target_modules": []}, "target_modules must be null"),
         ({"rank": 4}, "Extra inputs are not permitted"),
     ],

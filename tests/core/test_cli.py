@@ -59,7 +59,7 @@ def test_unknown_model_lists_known_names(tmp_path, capsys):
 def test_missing_cifar_directory_says_how_to_fix(tmp_path, capsys):
     cfg = tiny_config(tmp_path)
     code = main(["train", str(cfg), "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / 'nodata'}",
-                 "--set", "model.name=resnet18_cifar", "--set", "adapter.method=full"])
+                 "--set", "model.name=resnet18_cifar", "--set", "adapter.method=full", "--set", "adapter.r=null"])
     assert code == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nodata") in err and "download" in err

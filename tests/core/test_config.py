@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from bayespeft.adapters import AdapterConfig
 from bayespeft.config import ConfigError, apply_overrides, dump_config, load_config, read_yaml
 
 BASE = textwrap.dedent(
@@ -85,6 +86,7 @@ def test_adapter_option_the_method_does_not_read_is_one_line_naming_both(tmp_pat
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, BASE), ["adapter.method=full"])
     assert str(e.value).splitlines()[1:] == [
-        "  - adapter.r: applies to hybrid and lora only; remove it for method 'full' (got 4)"]
+        "  - adapter.r: applies to hybrid and lora only; remove it (or set it to null) for method 'full' (got 4)"]
+    assert load_config(write(tmp_path, BASE), ["adapter.method=full", "adapter.r=null"]).adapter == AdapterConfig(method="full")
     cfg = load_config(write(tmp_path, BASE.replace("method: lora, r: 4", "method: full")))
     assert load_config(write(tmp_path, dump_config(cfg), "dumped.yaml")) == cfg  # a run's config.yaml loads again

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from ..section import Section
 
@@ -40,8 +40,9 @@ class AdapterConfig(Section):
 
     ``method`` must be a name in the adapter registry (:data:`bayespeft.adapters.ADAPTERS`, ``bayespeft list
     methods``). An option of :data:`METHOD_OPTIONS` that is set explicitly for a method that does not read it (say
-    ``r`` for ``full``) is an error naming the method and the option; left at its default it is ignored, and it is
-    left out of :meth:`model_dump` (so a dumped config or checkpoint record validates again).
+    ``r`` for ``full``) is an error naming the method and the option; left at its default (or set to ``null``, which
+    means "not set") it is ignored, and it is left out of :meth:`model_dump` (so a dumped config or checkpoint record
+    validates again).
     """
 
     method: str = Field("lora", description="adapter method, a name in bayespeft.adapters.ADAPTERS (`bayespeft list methods`)")
@@ -61,6 +62,14 @@ class AdapterConfig(Section):
         None, description="names (in the backbone) of the head modules; null = the backbone's own head (head, classifier, fc, ...)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        # ``r: null`` (``--set adapter.r=null``) removes an option, e.g. after switching a LoRA config to ``full``
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (k in METHOD_OPTIONS and v is None)}
+        return data
+
     @field_validator("method")
     @classmethod
     def _registered(cls, v: str) -> str:
@@ -75,7 +84,7 @@ class AdapterConfig(Section):
         if method is not None and info.field_name not in _registry().get(method).options:
             users = methods_reading(info.field_name)
             # the key itself is named by the location of the error (``adapter.r: applies to ...``)
-            raise ValueError(f"applies to {_enumerate(users)} only; remove it for method {method!r}")
+            raise ValueError(f"applies to {_enumerate(users)} only; remove it (or set it to null) for method {method!r}")
         return v
 
     @model_serializer(mode="wrap")
