@@ -81,3 +81,15 @@ def test_library_module_does_not_import_the_application_layer(path):
     bad = [f"line {ln}: {mod}" for ln, mod in imported_modules(path) if is_application(mod)]
     assert not bad, (f"{path.relative_to(SRC)} is library code but imports the application layer ({'; '.join(bad)}); "
                      "move the code that needs a config or a run directory into bayespeft.experiments")
+
+
+#: what the CLI may import from bayespeft: the version, config loading, the commands, the table printer, the errors
+CLI_MAY_IMPORT = ("bayespeft.config", "bayespeft.experiments", "bayespeft.table", "bayespeft.errors")
+
+
+def test_the_cli_calls_only_the_application_layer():
+    mods = {m for _, m in imported_modules(SRC / "cli.py") if m == "bayespeft" or m.startswith("bayespeft.")}
+    mods.discard("bayespeft")
+    mods.discard("bayespeft.__version__")
+    assert {m for m in mods if not any(m == a or m.startswith(a + ".") for a in CLI_MAY_IMPORT)} == set()
+    assert any(m.startswith("bayespeft.experiments.") for m in mods)
