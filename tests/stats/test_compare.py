@@ -75,12 +75,14 @@ def test_degenerate_pairs_return_none_with_a_reason():
         assert "at least 2" in r.reason
     zeros = wilcoxon_test([0.5, 0.6], [0.5, 0.6])
     assert zeros.p_value is None and zeros.statistic is None and "zero" in zeros.reason
-    # constant differences, also when only rounding separates them (0.3-0.2 != 0.5-0.4 in binary)
-    for a, b in (([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]), ([0.3, 0.5, 0.7], [0.2, 0.4, 0.6])):
+    # constant differences, also when only rounding separates them (0.81 - 0.71 != 0.72 - 0.62 in binary: without
+    # the tolerance t would be ~1e15 and p ~ 0)
+    assert np.ptp(np.subtract([0.81, 0.72, 0.93], [0.71, 0.62, 0.83])) > 0
+    for a, b in (([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]), ([0.81, 0.72, 0.93], [0.71, 0.62, 0.83])):
         t, dz = paired_t_test(a, b), cohens_dz(a, b)
         assert t.statistic is None and t.p_value is None and "zero variance" in t.reason
         assert dz.d_z is None and "zero variance" in dz.reason
-    c = compare_paired([0.3, 0.5, 0.7], [0.2, 0.4, 0.6])
+    c = compare_paired([0.81, 0.72, 0.93], [0.71, 0.62, 0.83])
     assert c.mean_difference.mean == pytest.approx(0.1) and c.wilcoxon.p_value == 0.25
     assert "NaN" not in str(c.to_dict()) and "nan" not in str(c.to_dict())
     with pytest.raises(ValueError, match="same length"):
@@ -148,6 +150,8 @@ def test_compare_methods_pairs_by_seed_not_by_position():
     )
     family = holm([c.comparison.t_test.p_value for c in out])
     assert [c.t_holm for c in out] == family.adjusted and [c.t_reject for c in out] == family.reject
+    w_family = holm([c.comparison.wilcoxon.p_value for c in out])  # a family of its own, not the t-tests'
+    assert [c.wilcoxon_holm for c in out] == w_family.adjusted and w_family.adjusted != family.adjusted
     pairs = compare_methods({"lora": lora, "hybrid": hybrid, "full": full})
     assert [(c.method, c.other) for c in pairs] == [("lora", "hybrid"), ("lora", "full"), ("hybrid", "full")]
     assert pairs[0].comparison.mean_difference.mean == pytest.approx(-h.comparison.mean_difference.mean)
