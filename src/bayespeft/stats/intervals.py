@@ -147,7 +147,8 @@ def _percentile_result(
         why = f"{int(bad.sum())} of {n_boot} bootstrap replicates are not finite (e.g. {reps[bad][0]!r})"
         return BootstrapInterval(estimate, None, None, None, level, n, n_boot, seed, why, reps)
     lo, hi = np.quantile(reps, [0.5 - level / 2.0, 0.5 + level / 2.0])
-    return BootstrapInterval(estimate, float(lo), float(hi), float(reps.std(ddof=1)), level, n, n_boot, seed, None, reps)
+    se = float(reps.std(ddof=1))
+    return BootstrapInterval(estimate, float(lo), float(hi), se, level, n, n_boot, seed, None, reps)
 
 
 def bootstrap_interval(
@@ -219,7 +220,8 @@ def _ece_design(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> np.ndarra
 def _check_top_label(conf: Any, correct: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
     c = as_1d_finite(conf, f"conf_{which}")
     if ((c < 0) | (c > 1)).any():
-        raise ValueError(f"conf_{which} must be top-label confidences in [0, 1], got range [{fmt(c.min())}, {fmt(c.max())}]")
+        span = f"[{fmt(c.min())}, {fmt(c.max())}]"
+        raise ValueError(f"conf_{which} must be top-label confidences in [0, 1], got values in {span}")
     k = as_1d_finite(correct, f"correct_{which}")
     if not np.isin(k, (0.0, 1.0)).all():
         raise ValueError(f"correct_{which} must be 0/1 (or bool): whether the top label is right, got other values")
