@@ -39,7 +39,8 @@ from ..config import ExperimentConfig
 from ..pipeline import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 from .config import SamplerConfig
 from .predict import ensemble_predict, predict_sample
-from .runner import probe_batch, run_chains
+from .probe import probe_batch
+from .runner import run_chains
 from .store import INDEX, SampleStore
 
 #: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
