@@ -60,7 +60,9 @@ Differences from bayesian-lora 0.0.6 (each checked in its source and in ``tests/
    backend) raise ``RuntimeError``. The collector here uses forward hooks and ``autograd.grad`` only, removed in all
    cases.
 
-Arguments that exist only for compatibility are marked so in each docstring.
+Arguments that exist only for compatibility are marked so in each docstring. ``stable_cholesky`` is bayesian-lora's
+own jittered Cholesky (same signature, same jitter schedule), and ``model_evidence``/``variance`` use the KFAC
+structure's block algebra (:class:`bayespeft.laplace.kfac.KronEig`), so there is one KFAC posterior in the package.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ so, with ``Λ_ij = s λ_G,i λ_A,j / n_rows + δ``:
   ``(J Σ Jᵀ)_{ce} = Σ_ij M_c,ij M_e,ij (1/Λ_ij − 1/δ) + ⟨J_c, J_e⟩_F / δ`` with ``M_c = Q_Gᵀ J_c Q_A``; ``M`` is
   formed either by rotating ``g``/``ã`` first or ``J`` first, whichever costs fewer flops (e.g. LoRA factors).
   For full-rank factors the ``1/δ`` terms cancel and are skipped.
+
+The per-block algebra (the three items above and sampling) lives in :class:`KronEig`, shared with
+:mod:`bayespeft.laplace.bayesian_lora`.
 """
 
 from __future__ import annotations
