@@ -59,3 +59,17 @@ def batch_size(batch: Any) -> int:
     """Number of examples in a batch."""
     _, labels = split_batch(batch)
     return int(labels.shape[0])
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-padding position of every row: ``max{t : mask[b, t] = 1}``, shape ``(B,)``.
+
+    ``attention_mask`` ``(B, T)`` (1 = token, 0 = padding; bool or integer) may be right- or left-padded, or have
+    holes; computed as ``T - 1 - argmax(flip(mask))``. A row without any token raises ``ValueError``.
+    """
+    mask = attention_mask.to(torch.long)
+    if mask.ndim != 2:
+        raise ValueError(f"attention_mask must have shape (B, T), got {tuple(mask.shape)}")
+    if bool((mask.sum(-1) == 0).any()):
+        raise ValueError("every row of attention_mask needs at least one non-pad token")
+    return mask.shape[-1] - 1 - mask.flip(-1).argmax(-1)

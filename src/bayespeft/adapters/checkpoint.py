@@ -35,6 +35,7 @@ from .. import __version__
 from ..errors import CheckpointError
 from ..io import load_tensors, save_tensors, write_json
 from ..models.task import TaskModel
+from ..state_dict import describe_mismatch
 from .config import AdapterConfig
 from .methods import ADAPTERS, apply_adapter
 
@@ -72,17 +73,8 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _mismatch_message(source: str, expected: dict[str, torch.Size], got: dict[str, torch.Size]) -> str | None:
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(got[k])} vs model {tuple(expected[k])}" for k in expected if k in got and tuple(got[k]) != tuple(expected[k])]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatches ({'; '.join(shapes[:3])})")
-    return f"{source} does not match the model: " + ", ".join(parts) if parts else None
+    what = describe_mismatch(expected, got, source="checkpoint")
+    return f"{source} does not match the model: {what}" if what else None
 
 
 def load_trainable_state_dict(

@@ -161,6 +161,3 @@ def apply_adapter(model: TaskModel, cfg: AdapterConfig) -> TaskModel:
     model.train(model.training)  # re-apply frozen-BatchNorm handling for the new requires_grad pattern
     return model
 
-
-def is_peft_wrapped(model: nn.Module) -> bool:
-    return hasattr(getattr(model, "backbone", None), "peft_config")

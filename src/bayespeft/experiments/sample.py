@@ -38,7 +38,8 @@ from ..batch import split_batch, to_device
 from ..config import ExperimentConfig
 from ..sgmcmc.config import SamplerConfig
 from ..sgmcmc.predict import ensemble_predict, predict_sample
-from ..sgmcmc.runner import probe_batch, run_chains
+from ..sgmcmc.probe import probe_batch
+from ..sgmcmc.runner import run_chains
 from ..sgmcmc.store import INDEX, SampleStore
 from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bayespeft.laplace.capture import ForwardFn, per_example_grads
-from bayespeft.laplace.subset import group_names, owner_module_name
+from bayespeft.laplace.capture import ForwardFn, cotangents, per_example_grads
+from bayespeft.laplace.subset import group_names, live_parameters, owner_module_name
 from bayespeft.registry import Registry
 
 STRUCTURES: Registry[type[Structure]] = Registry("Laplace structure")
@@ -106,10 +106,7 @@ class Structure(ABC):
 
     def jacobian(self, model: nn.Module, batch: Any, forward_fn: ForwardFn) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f (B, C), J (B, C, d))`` per-example Jacobians of the logits in ``θ``."""
-        params = [(n, p) for n, p in model.named_parameters() if n in set(self.names)]
-        params.sort(key=lambda t: self.names.index(t[0]))
-        from bayespeft.laplace.capture import cotangents
-
+        params = live_parameters(model, self.names)
         f, _, g = per_example_grads(model, batch, params, lambda lo, la: cotangents(lo, la, "classification", "jacobian"), forward_fn)
         return f, self.flatten(g, 2).transpose(0, 1).to(self.dtype)
 

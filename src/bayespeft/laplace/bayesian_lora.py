@@ -60,28 +60,33 @@ Differences from bayesian-lora 0.0.6 (each checked in its source and in ``tests/
    backend) raise ``RuntimeError``. The collector here uses forward hooks and ``autograd.grad`` only, removed in all
    cases.
 
-Arguments that exist only for compatibility are marked so in each docstring.
+Arguments that exist only for compatibility are marked so in each docstring. ``stable_cholesky`` is bayesian-lora's
+own jittered Cholesky (same signature, same jitter schedule), and ``model_evidence``/``variance`` use the KFAC
+structure's block algebra (:class:`bayespeft.laplace.kfac.KronEig`), so there is one KFAC posterior in the package.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
-from bayespeft.laplace.factors import small_linalg
-from bayespeft.laplace.kfac import collect_kfac
+from bayespeft.batch import last_token_index
+from bayespeft.evalmode import eval_mode
+from bayespeft.laplace.factors import eig_factor, small_linalg
+from bayespeft.laplace.kfac import KronEig, collect_kfac
+from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
 from bayespeft.laplace.predictive import mc_link_probs, probit_probs
 
 __all__ = [
     "KFAC_t",
     "calculate_kronecker_factors",
     "cholesky_decompose_small_factors",
+    "stable_cholesky",
     "model_evidence",
     "jacobian_mean",
     "variance",
@@ -199,20 +204,29 @@ def _is_lower_triangular(x: Tensor) -> bool:
     return bool(torch.equal(x, torch.tril(x)))
 
 
-def _psd_cholesky(k: Tensor) -> Tensor:
-    """Lower Cholesky factor of a PSD matrix (float64), adding jitter ``10^j · 1e-10 · mean(diag)`` only on failure."""
+def _psd_cholesky(k: Tensor, name: str) -> Tensor:
+    """Lower Cholesky factor of a PSD factor (float64), adding jitter ``10^j · 1e-10 · mean(diag)`` only on failure."""
     k = k.to(torch.float64)
     k = 0.5 * (k + k.mT)
-    scale = float(k.diagonal().mean().clamp_min(1e-300))
-    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-    jitter = 0.0
-    for step in range(12):
-        with small_linalg():
-            chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
-        if int(info) == 0:
-            return chol
-        jitter = scale * 1e-10 * 10.0**step
-    raise ValueError(f"could not Cholesky-decompose a {tuple(k.shape)} Kronecker factor (not PSD even with jitter)")
+    with small_linalg(k.shape[-1]):
+        return jittered_cholesky(k, relative_jitters(k, first=1e-10, factor=10.0, tries=11),
+                                 what=f"Kronecker factor of {name!r}", fix="the factor is not positive semi-definite")
+
+
+def stable_cholesky(K: Tensor, mult_eps: float = 1e-8, abs_eps: float = 1e-8, max_tries: int = 1000) -> Tensor:
+    r"""bayesian-lora's ``stable_cholesky`` (same signature and result): lower ``L`` of ``K`` ``(..., d, d)`` + jitter.
+
+    Try ``i = 0, 1, …, max_tries-1`` and return the Cholesky factor of the first shifted matrix that factorises,
+
+    .. math::  L L^\top = K + \mathrm{diag}(m_i \operatorname{diag}(K) + a_i), \qquad
+               m_i = \text{mult\_eps} \cdot 1.1^i, \quad a_i = \text{abs\_eps} \cdot 1.1^i,
+
+    i.e. bayesian-lora's ``K * (1 + m_i I) + a_i I``: jitter is added even when ``K`` is positive definite. A batch
+    of matrices shares ``i``. Raises ``ValueError`` when no try succeeds (as bayesian-lora).
+    """
+    diag = K.diagonal(dim1=-2, dim2=-1)
+    schedule = (mult_eps * 1.1**i * diag + abs_eps * 1.1**i for i in range(max_tries))
+    return jittered_cholesky(K, schedule, what="stable_cholesky input")
 
 
 def cholesky_decompose_small_factors(factors: KFAC_t, lr_threshold: int, device: str | torch.device, dtype: torch.dtype) -> KFAC_t:
@@ -238,7 +252,7 @@ def cholesky_decompose_small_factors(factors: KFAC_t, lr_threshold: int, device:
             if f.ndim != 2:
                 raise ValueError(f"Kronecker factor of {name!r} must be a matrix, got shape {tuple(f.shape)}")
             if f.shape[0] == f.shape[1] and torch.allclose(f, f.mT, rtol=1e-5, atol=0.0):
-                f = _psd_cholesky(f)
+                f = _psd_cholesky(f, name)
             elif f.shape[0] == f.shape[1] and not _is_lower_triangular(f):
                 raise ValueError(f"square Kronecker factor of {name!r} is neither symmetric (dense) nor lower-triangular (Cholesky)")
             roots.append(f.to(device=device, dtype=dtype))
@@ -260,11 +274,12 @@ def _check_root(name: str, which: str, r: Tensor) -> Tensor:
 
 
 
-def _eig_roots(r: Tensor) -> tuple[Tensor, Tensor]:
-    """For a root ``R`` (d, k): eigenvalues ``λ`` (k,) of ``RᵀR`` and ``Q = R U`` (d, k), so ``R Rᵀ = Q Qᵀ``, ``QᵀQ = diag(λ)``."""
-    with small_linalg():
-        lam, u = torch.linalg.eigh(r.mT @ r)
-    return lam.clamp_min(0.0), r @ u
+def _kron_block(name: str, a: Tensor, s: Tensor) -> KronEig:
+    """The block's posterior eigenbasis from roots ``R_A``, ``R_S`` (``A = R_A R_Aᵀ``): ``S ⊗ A`` with ``n_rows = 1``."""
+    ra, rs = _check_root(name, "A", a), _check_root(name, "S", s)
+    QA, lA = eig_factor(ra, lowrank=True)  # left singular vectors of the root: the eigenbasis of R Rᵀ
+    QG, lG = eig_factor(rs, lowrank=True)
+    return KronEig(QG, lG, QA, lA, n_rows=1.0, name=f"posterior precision of {name!r}")
 
 
 def _s2_tensor(s2: Tensor | float) -> Tensor:
@@ -300,8 +315,9 @@ def model_evidence(model: nn.Module, LL: Tensor | float, factors: KFAC_t, n_lora
                - \tfrac12 \sum_l \log\det(I + s_2\, S_l \otimes A_l)
 
     which is ``log p(D|θ*) - ½ θᵀP0θ + ½ log det P0 - ½ log det P`` with ``P0 = I/s2``, ``P = P0 + ⊕_l S_l ⊗ A_l``.
-    With roots ``A = R_A R_Aᵀ``, ``S = R_S R_Sᵀ`` the determinant is ``Σ_ij log(1 + s2 λ_i μ_j)`` over the
-    eigenvalues of ``R_AᵀR_A`` and ``R_SᵀR_S`` (cost ``O(k³)``, never a Kronecker product).
+    ``log det P`` is the KFAC structure's own block log-determinant (:class:`bayespeft.laplace.kfac.KronEig`, with
+    ``n_rows = 1``, ``δ = 1/s2``) from the singular values of the roots ``R_A``, ``R_S`` (``A = R_A R_Aᵀ``): the
+    eigenvalues ``λ_i μ_j + 1/s2`` in the roots' span, ``1/s2`` elsewhere; never a Kronecker product.
 
     Args:
         model: the model the factors were computed on; ``θ*`` are the current weights (and biases, when ``A`` has
@@ -315,19 +331,19 @@ def model_evidence(model: nn.Module, LL: Tensor | float, factors: KFAC_t, n_lora
         scalar tensor (float64), to be *maximised* over ``s2``.
     """
     del n_lora, n_kfac  # compatibility only
-    s2 = _s2_tensor(s2)
-    s2d = s2.to(torch.float64)
-    logdet = torch.zeros((), dtype=torch.float64)
-    sq_norm = torch.zeros((), dtype=torch.float64)
+    s2 = _s2_tensor(s2).to(torch.float64)
+    delta, one = 1.0 / s2, torch.ones((), dtype=torch.float64)
+    logdet_post = torch.zeros((), dtype=torch.float64)  # log det P
+    n_params, sq_norm = 0, torch.zeros((), dtype=torch.float64)
     for name, (a, s) in factors.items():
-        ra, rs = _check_root(name, "A", a), _check_root(name, "S", s)
-        lam, _ = _eig_roots(ra)
-        mu, _ = _eig_roots(rs)
-        logdet = logdet + torch.log1p(s2d * mu[:, None] * lam[None, :]).sum()
-        for p in _layer_params(model, name, ra.shape[0]):
-            sq_norm = sq_norm + p.detach().to(torch.float64).pow(2).sum()
+        block = _kron_block(name, a, s)
+        logdet_post = logdet_post + block.logdet(delta.to(block.QA.device), one.to(block.QA.device)).cpu()
+        n_params += block.numel
+        for p in _layer_params(model, name, block.QA.shape[0]):
+            sq_norm = sq_norm + p.detach().to(torch.float64).pow(2).sum().cpu()
     ll = torch.as_tensor(LL, dtype=torch.float64) if not torch.is_tensor(LL) else LL.to(torch.float64)
-    return ll.reshape(()) - 0.5 * sq_norm / s2d - 0.5 * logdet
+    logdet_prior = n_params * torch.log(delta)  # log det P0, P0 = I/s2
+    return ll.reshape(()) - 0.5 * sq_norm / s2 + 0.5 * logdet_prior - 0.5 * logdet_post
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -342,19 +358,8 @@ def _last_position_logits(outputs: Any, batch_inputs: Mapping[str, Tensor], is_s
     mask = batch_inputs.get("attention_mask") if isinstance(batch_inputs, Mapping) else None
     if mask is None:
         return logits[:, -1]
-    t = mask.shape[-1]
-    last = t - 1 - torch.flip(mask.to(torch.long), dims=[-1]).argmax(-1)  # last position with mask == 1
+    last = last_token_index(mask)
     return logits[torch.arange(logits.shape[0], device=logits.device), last.to(logits.device)]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def jacobian_mean(
@@ -395,7 +400,7 @@ def jacobian_mean(
             raise ValueError(f"output_callback must return logits of shape (B, C), got {tuple(out.shape)}")
         return out, out
 
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         jac, f_mu = jacrev(f, has_aux=True)(params)
     return jac, f_mu.detach()
 
@@ -432,13 +437,11 @@ def variance(
 ) -> Tensor:
     r"""Covariance ``J Σ Jᵀ`` of the linearised logits, ``(B, n_logits, n_logits)``.
 
-    Per layer, ``Σ_l = (I/s2 + W Wᵀ)^{-1}`` with ``W = R_S ⊗ R_A`` (roots of ``S``, ``A``), by Woodbury
-
-    .. math::  J Σ_l J^\top = s_2 J J^\top - s_2^2 (J W)(I + s_2 W^\top W)^{-1}(J W)^\top,
-
-    evaluated in the eigenbases of ``R_SᵀR_S`` and ``R_AᵀR_A``, where ``(I + s2 WᵀW)`` is diagonal
-    (``1 + s2 μ_j λ_i``): no ``(r·k)²`` matrix is formed or inverted. Layers without factors contribute nothing
-    (their parameters stay at the MAP).
+    Per layer, ``Σ_l = (I/s2 + S_l ⊗ A_l)^{-1}`` with ``S_l = R_S R_Sᵀ``, ``A_l = R_A R_Aᵀ``; ``J Σ_l Jᵀ`` is the KFAC
+    structure's own block covariance (:meth:`bayespeft.laplace.kfac.KronEig.cov_from_jacobian`, ``n_rows = 1``,
+    ``δ = 1/s2``), evaluated in the eigenbases of the roots (equivalently, by Woodbury,
+    ``s2 J Jᵀ - s2² (J W)(I + s2 WᵀW)^{-1}(J W)ᵀ`` with ``W = R_S ⊗ R_A``, bayesian-lora's formula): no ``(r·k)²``
+    matrix is formed or inverted. Layers without factors contribute nothing (their parameters stay at the MAP).
 
     Args:
         inputs: compatibility only (unused; bayesian-lora read the batch size from ``inputs.input_ids``).
@@ -457,19 +460,13 @@ def variance(
     s2 = _s2_tensor(s2).to(torch.float64)
     var: Tensor | None = None
     for name, (a, s) in factors.items():
-        ra, rs = _check_root(name, "A", a), _check_root(name, "S", s)
-        g = _layer_jacobian(jacobian, name, ra.shape[0], rs.shape[0]).to(device=ra.device, dtype=torch.float64)
+        block = _kron_block(name, a, s)
+        g = _layer_jacobian(jacobian, name, block.QA.shape[0], block.QG.shape[0])
         if g.shape[1] != n_logits:
             raise ValueError(f"n_logits={n_logits} but the Jacobian of {name!r} has {g.shape[1]} logits")
-        lam, qa = _eig_roots(ra)
-        mu, qs = _eig_roots(rs)
-        g = g.to(qa.device)
-        proj = torch.einsum("oj,bcoi,ik->bcjk", qs, g, qa)  # (B, C, k_S, k_A)
-        term1 = s2 * torch.einsum("bcoi,beoi->bce", g, g)
-        weight = s2.pow(2) / (1.0 + s2 * mu[:, None] * lam[None, :])
-        term2 = torch.einsum("bcjk,jk,bejk->bce", proj, weight, proj)
-        layer = term1 - term2
-        var = layer if var is None else var + layer
+        dev = block.QA.device
+        layer = block.cov_from_jacobian(g.to(device=dev, dtype=torch.float64), (1.0 / s2).to(dev), torch.ones((), dtype=torch.float64, device=dev))
+        var = layer if var is None else var + layer.to(var.device)
     if var is None:
         raise ValueError("factors is empty")
     return var.to(device=device, dtype=torch.float32)

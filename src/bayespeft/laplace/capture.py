@@ -19,7 +19,6 @@ materialising parameter gradients. Other parameter types use ``torch.func`` (``v
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -251,5 +250,3 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the model must return logits/predictions of shape (B, C) or (B, D); got {shape}")
     return logits
 
-
-LOG_2PI = math.log(2 * math.pi)

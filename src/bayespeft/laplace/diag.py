@@ -14,6 +14,7 @@ from torch import nn
 
 from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure, positive
 from bayespeft.laplace.capture import ForwardFn, per_example_grads
+from bayespeft.laplace.subset import live_parameters
 
 
 @STRUCTURES.register("diag")
@@ -33,7 +34,7 @@ class DiagStructure(Structure):
         self.H = tensors["H"].to(self.device, self.dtype)
 
     def accumulate(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, cotangent_fn: CotangentFn):
-        params = _live(model, self.names)
+        params = live_parameters(model, self.names)
         logits, labels, g = per_example_grads(model, batch, params, cotangent_fn, forward_fn)
         self.H += self.flatten(g, 2).to(self.dtype).square().sum((0, 1))
         return logits, labels
@@ -55,12 +56,3 @@ class DiagStructure(Structure):
 
     def precision_matrix(self, delta, scale):
         return torch.diag(self._precision(delta, scale))
-
-
-def _live(model: nn.Module, names: list[str]) -> list[tuple[str, torch.Tensor]]:
-    """The model's current parameter objects for ``names`` (in that order)."""
-    named = dict(model.named_parameters())
-    missing = [n for n in names if n not in named]
-    if missing:
-        raise KeyError(f"the model has no parameters {missing[:5]}; was the posterior fitted on another model?")
-    return [(n, named[n]) for n in names]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from bayespeft.batch import forward_batch, to_device
+from bayespeft.evalmode import model_mode
 from bayespeft.laplace.base import STRUCTURES
 from bayespeft.laplace.capture import Curvature, ForwardFn, Likelihood, check_logits, cotangents, nll_terms
 from bayespeft.laplace.posterior import LaplacePosterior
@@ -75,21 +76,16 @@ def fit(
         return cotangents(logits, labels, likelihood, curvature, sigma_noise, gen)
 
     loss, n_data, n_outputs = 0.0, 0, None
-    was_training = model.training
-    model.train(train_mode)
-    try:
-        with torch.enable_grad():
-            for batch in progress_bar(train_loader, desc=f"Laplace fit ({structure})", enabled=progress):
-                batch = to_device(batch, device)
-                logits, labels = struct.accumulate(model, batch, forward_fn, cot)
-                check_logits(logits)
-                if n_outputs is not None and logits.shape[1] != n_outputs:
-                    raise ValueError(f"the model returned {logits.shape[1]} outputs, earlier batches {n_outputs}")
-                n_outputs = logits.shape[1]
-                loss += float(nll_terms(logits, labels, likelihood))
-                n_data += logits.shape[0]
-    finally:
-        model.train(was_training)
+    with model_mode(model, train_mode), torch.enable_grad():
+        for batch in progress_bar(train_loader, desc=f"Laplace fit ({structure})", enabled=progress):
+            batch = to_device(batch, device)
+            logits, labels = struct.accumulate(model, batch, forward_fn, cot)
+            check_logits(logits)
+            if n_outputs is not None and logits.shape[1] != n_outputs:
+                raise ValueError(f"the model returned {logits.shape[1]} outputs, earlier batches {n_outputs}")
+            n_outputs = logits.shape[1]
+            loss += float(nll_terms(logits, labels, likelihood))
+            n_data += logits.shape[0]
     if n_data == 0:
         raise ValueError("fit got an empty train_loader (no batches); the Laplace curvature needs data")
     struct.finalize()

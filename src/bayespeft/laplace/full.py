@@ -8,7 +8,6 @@ samples ``L⁻ᵀ z``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -16,7 +15,8 @@ from torch import nn
 
 from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure
 from bayespeft.laplace.capture import ForwardFn, per_example_grads
-from bayespeft.laplace.diag import _live
+from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
+from bayespeft.laplace.subset import live_parameters
 
 MAX_FULL_PARAMS = 20_000
 
@@ -43,7 +43,7 @@ class FullStructure(Structure):
         self.H = tensors["H"].to(self.device, self.dtype)
 
     def accumulate(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, cotangent_fn: CotangentFn):
-        logits, labels, g = per_example_grads(model, batch, _live(model, self.names), cotangent_fn, forward_fn)
+        logits, labels, g = per_example_grads(model, batch, live_parameters(model, self.names), cotangent_fn, forward_fn)
         G = self.flatten(g, 2).to(self.dtype).reshape(-1, self.d)
         self.H += G.T @ G
         return logits, labels
@@ -52,18 +52,10 @@ class FullStructure(Structure):
         return scale * self.H + torch.diag(self.delta_vector(delta))
 
     def cholesky(self, delta, scale) -> torch.Tensor:
+        """``L`` with ``L Lᵀ = P`` (jitter ``1e-6…1e-2 · mean|diag P|``, with a warning, only if ``P`` does not factorise)."""
         P = self.precision_matrix(delta, scale)
-        L, info = torch.linalg.cholesky_ex(P)
-        if int(info) == 0:
-            return L
-        jitter = 1e-6 * float(P.diagonal().abs().mean().clamp_min(1e-12))
-        for _ in range(5):
-            warnings.warn(f"full posterior precision is not positive definite; adding jitter {jitter:.3g}", RuntimeWarning, stacklevel=2)
-            L, info = torch.linalg.cholesky_ex(P + jitter * torch.eye(self.d, dtype=P.dtype, device=P.device))
-            if int(info) == 0:
-                return L
-            jitter *= 10
-        raise ValueError("full posterior precision is not positive definite even after jitter; use a positive prior precision")
+        return jittered_cholesky(P, relative_jitters(P, first=1e-6, factor=10.0, tries=5, floor=1e-12),
+                                 what="full posterior precision", fix="use a positive prior precision", warn=True)
 
     def logdet_precision(self, delta, scale):
         return 2 * self.cholesky(delta, scale).diagonal().log().sum()

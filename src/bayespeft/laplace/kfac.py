@@ -17,10 +17,14 @@ so, with ``Λ_ij = s λ_G,i λ_A,j / n_rows + δ``:
   ``(J Σ Jᵀ)_{ce} = Σ_ij M_c,ij M_e,ij (1/Λ_ij − 1/δ) + ⟨J_c, J_e⟩_F / δ`` with ``M_c = Q_Gᵀ J_c Q_A``; ``M`` is
   formed either by rotating ``g``/``ã`` first or ``J`` first, whichever costs fewer flops (e.g. LoRA factors).
   For full-rank factors the ``1/δ`` terms cancel and are skipped.
+
+The per-block algebra (the three items above and sampling) lives in :class:`KronEig`, shared with
+:mod:`bayespeft.laplace.bayesian_lora`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -31,7 +35,7 @@ from bayespeft.laplace.capture import ForwardFn, LinearTaps, cotangents, linear_
 from bayespeft.laplace.factors import eig_factor
 from bayespeft.laplace.kfac_collect import KfacCollector, KronFactors, collect_kfac
 
-__all__ = ["KfacStructure", "KronFactors", "collect_kfac"]
+__all__ = ["KfacStructure", "KronEig", "KronFactors", "collect_kfac"]
 
 SUPPORTED_LAYERS = "nn.Linear (weight and bias; includes PEFT LoRA lora_A/lora_B)"
 
@@ -96,7 +100,7 @@ class KfacStructure(Structure):
                 }
         self._collector: KfacCollector | None = None
         self.factors: dict[str, KronFactors] = {}
-        self.eig: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.eig: dict[str, KronEig] = {}
 
     def options(self) -> dict[str, Any]:
         return {"n_kfac": self.n_kfac, "lr_threshold": self.lr_threshold, "bias": self.bias}
@@ -136,7 +140,7 @@ class KfacStructure(Structure):
         for k, F in self.factors.items():
             QA, lA = eig(F.A, F.A_lowrank)
             QG, lG = eig(F.G, F.G_lowrank)
-            self.eig[k] = (QG, lG, QA, lA)
+            self.eig[k] = KronEig(QG, lG, QA, lA, n_rows=F.n_rows, name=f"KFAC posterior precision of block {k!r}")
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -155,36 +159,17 @@ class KfacStructure(Structure):
             )
         self.finalize()
 
-    # ---- posterior ----------------------------------------------------------------------------------------------
-    def _lambda(self, key: str, delta: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        QG, lG, QA, lA = self.eig[key]
-        b = self.blocks[key]
-        dlt = delta[b["group"]]
-        lam = scale * torch.outer(lG, lA) / self.factors[key].n_rows + dlt
-        lam = positive(lam, f"KFAC posterior precision of block {key!r}")
-        complete = QG.shape[1] == QG.shape[0] and QA.shape[1] == QA.shape[0]
-        return lam, dlt, complete
-
+    # ---- posterior (per-block algebra in KronEig) ---------------------------------------------------------------
     def logdet_precision(self, delta, scale):
         total = torch.zeros((), dtype=self.dtype, device=self.device)
         for key, b in self.blocks.items():
-            lam, dlt, _ = self._lambda(key, delta, scale)
-            dG, dA = b["index"].shape
-            total = total + lam.log().sum() + (dG * dA - lam.numel()) * positive(dlt.reshape(1), "prior precision").log()[0]
+            total = total + self.eig[key].logdet(delta[b["group"]], scale)
         return total
 
     def sample(self, n, delta, scale, generator):
         out = torch.zeros(n, self.d, dtype=self.dtype, device=self.device)
         for key, b in self.blocks.items():
-            QG, _, QA, _ = self.eig[key]
-            lam, dlt, complete = self._lambda(key, delta, scale)
-            dG, dA = b["index"].shape
-            z = torch.randn(n, dG, dA, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
-            zr = QG.T @ z @ QA
-            if complete:
-                x = QG @ (zr * lam.rsqrt()) @ QA.T
-            else:
-                x = z * dlt.rsqrt() + QG @ (zr * (lam.rsqrt() - dlt.rsqrt())) @ QA.T
+            x = self.eig[key].sample(n, delta[b["group"]], scale, generator)
             out[:, b["index"].reshape(-1)] = x.reshape(n, -1)
         return out
 
@@ -207,7 +192,7 @@ class KfacStructure(Structure):
             for key, b in self.blocks.items():
                 g = grads[key].to(self.dtype)  # (C, B, T, dG)
                 a = self._augment(b, taps.activations(key)).to(self.dtype)  # (B, T, dA)
-                cov += self._block_cov(key, a, g, delta, scale)
+                cov += self.eig[key].cov_from_taps(a, g, delta[b["group"]], scale)
         return f.detach(), cov
 
     @staticmethod
@@ -217,9 +202,81 @@ class KfacStructure(Structure):
             parts.append(torch.ones_like(a[..., :1]))
         return torch.cat(parts, -1)
 
-    def _block_cov(self, key: str, a: torch.Tensor, g: torch.Tensor, delta, scale) -> torch.Tensor:
-        QG, _, QA, _ = self.eig[key]
-        lam, dlt, complete = self._lambda(key, delta, scale)
+
+@dataclass
+class KronEig:
+    r"""One KFAC block's posterior, from the eigendecompositions of its factors: the only copy of the block algebra.
+
+    The block is a ``(d_G, d_A)`` matrix (row-major ``vec``) with curvature ``s · G ⊗ A / n_rows`` and prior
+    precision ``δ`` (0-dim), ``G = Q_G diag(λ_G) Q_Gᵀ`` with ``Q_G`` ``(d_G, k_G)`` orthonormal columns (``k_G < d_G``
+    for a low-rank factor), ``A`` likewise. With ``Λ_ij = s λ_G,i λ_A,j / n_rows + δ`` ``(k_G, k_A)``:
+
+    * ``log det P = Σ_ij log Λ_ij + (d_G d_A − k_G k_A) log δ``;
+    * ``Σ = P⁻¹ = I/δ + (Q_G ⊗ Q_A) diag(1/Λ − 1/δ) (Q_G ⊗ Q_A)ᵀ`` (the ``1/δ`` terms cancel when ``complete``);
+    * for Jacobian matrices ``J_c`` ``(d_G, d_A)`` of logit ``c``: ``(J Σ Jᵀ)_ce = Σ_ij M_c,ij M_e,ij W_ij +
+      ⟨J_c, J_e⟩_F / δ`` with ``M_c = Q_Gᵀ J_c Q_A`` and ``W = 1/Λ − 1/δ`` (``1/Λ`` and no ``⟨J, J⟩`` term when complete).
+
+    Used by :class:`KfacStructure` (and :class:`~bayespeft.laplace.lowrank_kfac.LowRankKfacStructure`) and by
+    :mod:`bayespeft.laplace.bayesian_lora` (``n_rows = 1``, ``s = 1``, ``δ = 1/s2``).
+    """
+
+    QG: torch.Tensor
+    lG: torch.Tensor
+    QA: torch.Tensor
+    lA: torch.Tensor
+    n_rows: float = 1.0
+    name: str = "KFAC posterior precision"
+
+    @property
+    def complete(self) -> bool:
+        """Both factors have a full eigenbasis (``k_G = d_G`` and ``k_A = d_A``)."""
+        return self.QG.shape[1] == self.QG.shape[0] and self.QA.shape[1] == self.QA.shape[0]
+
+    @property
+    def numel(self) -> int:
+        """``d_G · d_A``, the number of parameters of the block."""
+        return self.QG.shape[0] * self.QA.shape[0]
+
+    def precision_eigs(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``Λ`` ``(k_G, k_A)``: the eigenvalues of ``P`` in the span of ``Q_G ⊗ Q_A`` (must be > 0)."""
+        return positive(scale * torch.outer(self.lG, self.lA) / self.n_rows + delta, self.name)
+
+    def logdet(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``log det P`` (0-dim), differentiable in ``delta`` and ``scale``."""
+        lam = self.precision_eigs(delta, scale)
+        rest = self.numel - lam.numel()
+        return lam.log().sum() + rest * positive(delta.reshape(1), "prior precision").log()[0]
+
+    def sample(self, n: int, delta: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``(n, d_G, d_A)`` draws of ``N(0, P⁻¹)`` (noise drawn on the CPU generator, then moved)."""
+        lam = self.precision_eigs(delta, scale)
+        QG, QA = self.QG, self.QA
+        z = torch.randn(n, QG.shape[0], QA.shape[0], generator=generator, dtype=QG.dtype, device="cpu").to(QG.device)
+        zr = QG.T @ z @ QA
+        if self.complete:
+            return QG @ (zr * lam.rsqrt()) @ QA.T
+        return z * delta.rsqrt() + QG @ (zr * (lam.rsqrt() - delta.rsqrt())) @ QA.T
+
+    def _weighted(self, M: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``Σ_ij M_c,ij M_e,ij W_ij`` ``(B, C, C)`` for ``M`` ``(B, C, k_G, k_A)``."""
+        lam = self.precision_eigs(delta, scale)
+        W = 1.0 / lam if self.complete else 1.0 / lam - 1.0 / delta
+        return torch.einsum("bcga,ga,bega->bce", M, W, M)
+
+    def cov_from_jacobian(self, J: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``J Σ Jᵀ`` ``(B, C, C)`` for the block's Jacobians ``J`` ``(B, C, d_G, d_A)``."""
+        cov = self._weighted(self.QG.T @ J @ self.QA, delta, scale)
+        if not self.complete:
+            cov = cov + torch.einsum("bcga,bega->bce", J, J) / delta
+        return cov
+
+    def cov_from_taps(self, a: torch.Tensor, g: torch.Tensor, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``J Σ Jᵀ`` ``(B, C, C)`` with ``J_c = Σ_t g_{c,t} a_tᵀ`` never formed when rotating first is cheaper.
+
+        ``a`` ``(B, T, d_A)``: the (augmented) layer inputs; ``g`` ``(C, B, T, d_G)``: the output gradients of each
+        logit. ``M`` is formed by rotating ``g``/``a`` first or ``J`` first, whichever costs fewer flops.
+        """
+        QG, QA = self.QG, self.QA
         C, B, T, dG = g.shape
         dA, kG, kA = a.shape[-1], QG.shape[1], QA.shape[1]
         rotate_first = C * T * dG * kG + T * dA * kA + C * T * kG * kA
@@ -230,14 +287,13 @@ class KfacStructure(Structure):
         else:
             J = torch.einsum("cbtg,bta->bcga", g, a)
             M = QG.T @ J @ QA
-        W = 1.0 / lam if complete else 1.0 / lam - 1.0 / dlt
-        cov = torch.einsum("bcga,ga,bega->bce", M, W, M)
-        if not complete:
+        cov = self._weighted(M, delta, scale)
+        if not self.complete:
             gram_cost = T * T * dA + C * C * T * T * dG
             if J is None and gram_cost < C * T * dG * dA + C * C * dG * dA:
                 Ka = a @ a.transpose(1, 2)  # (B, T, T)
-                cov = cov + torch.einsum("bts,cbtg,ebsg->bce", Ka, g, g) / dlt
+                cov = cov + torch.einsum("bts,cbtg,ebsg->bce", Ka, g, g) / delta
             else:
                 J = torch.einsum("cbtg,bta->bcga", g, a) if J is None else J
-                cov = cov + torch.einsum("bcga,bega->bce", J, J) / dlt
+                cov = cov + torch.einsum("bcga,bega->bce", J, J) / delta
         return cov

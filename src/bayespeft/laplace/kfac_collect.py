@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from bayespeft.batch import forward_batch
+from bayespeft.evalmode import model_mode
 from bayespeft.laplace.capture import (
     Curvature,
     ForwardFn,
@@ -64,10 +65,6 @@ class KronFactors:
 
     def dense_G(self) -> torch.Tensor:
         return self.G @ self.G.T if self.G_lowrank else self.G
-
-    def hessian(self) -> torch.Tensor:
-        """Dense ``G ⊗ A / n_rows`` (small layers / tests only)."""
-        return torch.kron(self.dense_G(), self.dense_A()) / self.n_rows
 
 
 class _Factor:
@@ -251,14 +248,9 @@ def collect_kfac(
     def cot(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return cotangents(logits, labels, likelihood, curvature, sigma_noise, generator)
 
-    was_training = model.training
-    model.train(train_mode)
-    try:
-        with torch.enable_grad():
-            for batch in progress_bar(loader, desc="KFAC", enabled=progress):
-                collector.step(model, batch, forward_fn, cot)
-    finally:
-        model.train(was_training)
+    with model_mode(model, train_mode), torch.enable_grad():
+        for batch in progress_bar(loader, desc="KFAC", enabled=progress):
+            collector.step(model, batch, forward_fn, cot)
     if collector.n_examples == 0:
         raise ValueError("collect_kfac got an empty loader (no batches)")
     return collector.factors()

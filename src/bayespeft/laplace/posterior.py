@@ -25,9 +25,11 @@ import torch
 from torch import nn
 
 from bayespeft.batch import to_device
+from bayespeft.evalmode import eval_mode
 from bayespeft.laplace.base import Structure, check_delta
 from bayespeft.laplace.capture import ForwardFn, Likelihood
 from bayespeft.laplace.predictive import as_batch, chunks, mc_link_probs, probit_probs
+from bayespeft.laplace.subset import live_parameters
 from bayespeft.progress import progress as progress_bar
 
 
@@ -218,14 +220,10 @@ class LaplacePosterior:
         if link not in ("probit", "mc"):
             raise ValueError(f"link must be 'probit' or 'mc', got {link!r}")
         batch = to_device(as_batch(batch_or_inputs), self.structure.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             if method == "glm":
                 return self._predict_glm(batch, link, n_samples, chunk_size, generator)
             return self._predict_mc(batch, n_samples, generator)
-        finally:
-            self.model.train(was_training)
 
     def _predict_glm(self, batch, link, n_samples, chunk_size, generator):
         delta, scale = self._prior.expand(len(self.groups)), self._scale()
@@ -294,8 +292,7 @@ class LaplacePosterior:
         return self.structure.names
 
     def _live_params(self) -> list[torch.Tensor]:
-        named = dict(self.model.named_parameters())
-        return [named[n] for n in self.structure.names]
+        return [p for _, p in live_parameters(self.model, self.structure.names)]
 
     def _write(self, params: list[torch.Tensor], theta: torch.Tensor) -> None:
         for p, v in zip(params, self.structure.unflatten(theta).values()):

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
+
 
 def probit_probs(f: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """``f`` ``(B, C)``, ``cov`` ``(B, C, C)`` -> probabilities ``(B, C)``."""
@@ -20,20 +22,10 @@ def probit_probs(f: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return torch.softmax(f * kappa, dim=-1)
 
 
-def psd_cholesky(cov: torch.Tensor) -> torch.Tensor:
-    """Batched Cholesky of PSD matrices (rank-deficient ones get a tiny relative jitter)."""
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    scale = cov.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)[..., None, None]
-    for rel in (0.0, 1e-10, 1e-8, 1e-6, 1e-4):
-        L, info = torch.linalg.cholesky_ex(cov + rel * scale * eye)
-        if int(info.max()) == 0:
-            return L
-    raise ValueError("logit covariance is not positive semi-definite")
-
-
 def mc_link_probs(f: torch.Tensor, cov: torch.Tensor, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Monte-Carlo over logits ``N(f, cov)``: average of ``n_samples`` softmax probabilities ``(B, C)``."""
-    L = psd_cholesky(cov)
+    L = jittered_cholesky(cov, relative_jitters(cov, first=1e-10, factor=100.0, tries=4),
+                          what="logit covariance", fix="it must be positive semi-definite")
     eps = torch.randn(n_samples, *f.shape, generator=generator, dtype=f.dtype, device="cpu").to(f.device)
     logits = f + torch.einsum("bce,sbe->sbc", L, eps)
     return torch.softmax(logits, dim=-1).mean(0)

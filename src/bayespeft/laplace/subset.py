@@ -91,3 +91,15 @@ def group_names(names: Sequence[str]) -> list[str]:
         if m not in groups:
             groups.append(m)
     return groups
+
+
+def live_parameters(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Parameter]]:
+    """The model's current parameter objects for ``names``, in that order (the ``θ`` order of a fitted structure).
+
+    Raises ``KeyError`` when the model lacks one of them (a posterior applied to another model).
+    """
+    named = dict(model.named_parameters())
+    missing = [n for n in names if n not in named]
+    if missing:
+        raise KeyError(f"the model has no parameters {missing[:5]}; was the posterior fitted on another model?")
+    return [(n, named[n]) for n in names]

@@ -40,7 +40,7 @@ __all__ = [
 
 def __getattr__(name: str):
     """MCMC diagnostics (arviz-stats) are imported lazily: ``from bayespeft.metrics import rhat``."""
-    if name in {"rhat", "ess", "summarize", "verdict", "ConvergenceVerdict", "plot_traces", "plot_autocorr", "ProbeDiagnostics"}:
+    if name in {"rhat", "ess", "summarize", "verdict", "ConvergenceVerdict", "plot_traces", "plot_autocorr"}:
         from . import diagnostics
 
         return getattr(diagnostics, name)

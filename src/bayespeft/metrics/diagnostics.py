@@ -1,11 +1,7 @@
-"""MCMC convergence diagnostics for neural-network posteriors: probe scalars, R-hat / ESS (arviz-stats), plots, verdict.
+"""MCMC convergence diagnostics on arrays of draws: R-hat / ESS (arviz-stats), summaries, verdict, plots.
 
-What is tracked (raw parameters of a network are not identifiable, so per-parameter R-hat means little):
-
-* ``loglik``: mean log-likelihood ``(1/n) Σ_i log p(y_i|x_i, θ)`` on a fixed probe set (nats per example);
-* ``param_norm``: ``‖θ‖₂`` over the trainable parameters;
-* ``proj_k`` (k < K): ``⟨d_k, θ⟩ / sqrt(P)`` for fixed directions ``d_k ~ N(0, I_P)`` seeded by ``(seed, k)``;
-* ``true_class_prob``: ``p(y_i | x_i, θ)`` for every probe point i (vector of length n_probe).
+Pure functions of arrays: nothing here runs a network (the per-sample probe scalars of a network, e.g. ``loglik``,
+``param_norm``, ``proj_k``, ``true_class_prob``, are computed by :mod:`bayespeft.sgmcmc.probe`).
 
 Arrays are laid out ``(chains, draws)`` (or ``(chains, draws, *shape)``, each trailing element its own quantity).
 R-hat is the rank-normalised split R-hat (max of bulk and folded/tail; Vehtari et al. 2021, arXiv:1903.08008) and
@@ -25,8 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 TAIL_PROB = (0.05, 0.95)
 
@@ -209,57 +203,3 @@ def _save(fig, path: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
-
-
-# ---- probe scalars for a network -------------------------------------------------------------------------------
-class ProbeDiagnostics:
-    """Compute the per-sample scalars for ``params`` (dict of trainable tensors) of ``model`` on a fixed probe set.
-
-    ``probe``: one batch in the :mod:`bayespeft.batch` convention (kept on the model's device).
-    """
-
-    def __init__(self, model: nn.Module, probe: Any, n_projections: int = 4, seed: int = 0) -> None:
-        from ..batch import split_batch, to_device
-
-        self.model = model
-        device = next(model.parameters()).device
-        self.inputs, self.labels = split_batch(to_device(probe, device))
-        self.n_projections, self.seed = int(n_projections), int(seed)
-        self._dirs: Tensor | None = None
-
-    def _directions(self, n: int, like: Tensor) -> Tensor | None:
-        if self.n_projections == 0:
-            return None
-        if self._dirs is None or self._dirs.shape[1] != n:
-            rows = []
-            for k in range(self.n_projections):
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-                rows.append(torch.randn(n, generator=g, dtype=torch.float32))
-            self._dirs = torch.stack(rows).to(like.device) / math.sqrt(n)
-        return self._dirs
-
-    @torch.no_grad()
-    def __call__(self, params: Mapping[str, Tensor]) -> dict[str, Any]:
-        from torch.func import functional_call
-
-        was = self.model.training
-        self.model.eval()
-        try:
-            if isinstance(self.inputs, Mapping):
-                logits = functional_call(self.model, dict(params), args=(), kwargs=dict(self.inputs))
-            else:
-                logits = functional_call(self.model, dict(params), (self.inputs,))
-        finally:
-            self.model.train(was)
-        logp = logits.float().log_softmax(-1).gather(-1, self.labels.view(-1, 1)).squeeze(-1)
-        flat = torch.cat([p.detach().reshape(-1).float() for p in params.values()])
-        out: dict[str, Any] = {"loglik": logp.mean(), "param_norm": torch.linalg.vector_norm(flat)}
-        dirs = self._directions(flat.numel(), flat)
-        if dirs is not None:
-            proj = dirs @ flat
-            for k in range(self.n_projections):
-                out[f"proj_{k}"] = proj[k]
-        vals = torch.stack([out[k] for k in out]).cpu().tolist()  # one sync
-        res = dict(zip(out, vals))
-        res["true_class_prob"] = logp.exp().cpu().tolist()
-        return res

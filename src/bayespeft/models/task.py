@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..batch import last_token_index
 from ..inputs import InputSpec
 
 Task = Literal["image_classification", "sequence_classification", "multiple_choice"]
@@ -172,13 +173,8 @@ class ChoiceLM(TaskModel):
         self.logits_to_keep = "logits_to_keep" in inspect.signature(backbone.forward).parameters
         self.register_buffer("letter_ids", torch.tensor(letter_ids, dtype=torch.long), persistent=False)
 
-    @staticmethod
-    def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-        """Index of the last non-pad token per row (B,): ``L - 1 - argmax(flip(mask))``."""
-        mask = attention_mask.to(torch.long)
-        if bool((mask.sum(-1) == 0).any()):
-            raise ValueError("every row of attention_mask needs at least one non-pad token")
-        return mask.shape[-1] - 1 - mask.flip(-1).argmax(-1)
+    #: index of the last non-pad token per row (B,); see :func:`bayespeft.batch.last_token_index`
+    last_positions = staticmethod(last_token_index)
 
     def forward(
         self,

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io import load_tensors
+from ..state_dict import describe_mismatch
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -42,16 +43,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path, head_modules: list
         return any(k.startswith(h + ".") for h in head_modules)
 
     sd = {k: v for k, v in sd.items() if not (is_head(k) and k in own and own[k].shape != v.shape)}
-    missing = sorted(k for k in own if k not in sd and not (is_head(k)))
-    unexpected = sorted(k for k in sd if k not in own)
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in sd if k in own and own[k].shape != sd[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches (" + "; ".join(shapes[:5]) + ")")
-        raise CheckpointError(f"weights in {path} do not match the {type(model).__name__} architecture: " + ", ".join(parts))
+    # head tensors may be absent from the file (a fresh head); every other tensor of the model is required
+    expected = {k: v.shape for k, v in own.items() if k in sd or not is_head(k)}
+    what = describe_mismatch(expected, {k: v.shape for k, v in sd.items()}, source="file")
+    if what:
+        raise CheckpointError(f"weights in {path} do not match the {type(model).__name__} architecture: {what}")
     model.load_state_dict(sd, strict=False)

@@ -30,10 +30,12 @@ import torch
 from torch import Tensor
 
 from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, resolve_seed, value_and_grad)
+                   init_state, make_sampler, value_and_grad)
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("asgld")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, a: float = 1.0,
           beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Sampler:
     """aSGLD sampler. ``a >= 0``: bias factor of the adaptive drift; ``beta1, beta2`` in [0, 1); ``eps``: λ > 0."""
@@ -42,17 +44,8 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
     check_unit_interval("beta1", beta1)
     check_unit_interval("beta2", beta2)
     check_positive("eps", eps)
-
-    def _init(theta0: Any, seed: int | None = None) -> ASGLDState:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: ASGLDState, batch: Any) -> ASGLDState:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature, a=a, beta1=beta1,
-                    beta2=beta2, eps=eps)
-
-    seed_default = seed
-    hyper = {"temperature": temperature, "a": a, "beta1": beta1, "beta2": beta2, "eps": eps}
-    return Sampler("asgld", _init, _step, hyper, schedule)
+    return make_sampler("asgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
+                        a=a, beta1=beta1, beta2=beta2, eps=eps)
 
 
 @dataclass

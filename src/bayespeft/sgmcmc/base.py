@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -62,6 +63,23 @@ class Sampler:
     step: Callable[[Any, Any], Any]
     hyperparameters: dict[str, Any]
     schedule: Schedule
+
+
+def init_with_seed(init: Callable[..., Any], default_seed: int, theta0: Any, seed: int | None = None) -> Any:
+    """``init(theta0, seed)``, ``seed`` defaulting to the one given to ``build``."""
+    return init(theta0, seed=default_seed if seed is None else int(seed))
+
+
+def make_sampler(name: str, init: Callable[..., Any], step: Callable[..., Any], *, log_prob: LogProb,
+                 schedule: Schedule, seed: int, **hyperparameters: Any) -> Sampler:
+    """Bind a sampler module's pure ``init``/``step`` to its options with ``functools.partial`` (as posteriors does).
+
+    ``Sampler.init(theta0, seed=None)`` is ``init(theta0, seed=seed or the build seed)`` and ``Sampler.step(state,
+    batch)`` is ``step(state, batch, log_prob=..., schedule=..., **hyperparameters)``; ``hyperparameters`` (the
+    temperature and the sampler's own options) are also recorded on the ``Sampler``.
+    """
+    return Sampler(name, partial(init_with_seed, init, seed),
+                   partial(step, log_prob=log_prob, schedule=schedule, **hyperparameters), dict(hyperparameters), schedule)
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
@@ -150,7 +168,3 @@ def draw_noise(state: SGMCMCState) -> list[Tensor]:
     """Fill the flat noise buffer with N(0, 1) from the chain's generator; return the per-leaf views."""
     state.flat_noise.normal_(generator=state.rng)
     return state.noise
-
-
-def resolve_seed(default: int, seed: int | None) -> int:
-    return default if seed is None else int(seed)

@@ -55,7 +55,7 @@ class SamplerConfig(Section):
     @field_validator("sampler")
     @classmethod
     def _sampler_known(cls, v: str) -> str:
-        from . import SAMPLERS
+        from .registry import SAMPLERS
 
         SAMPLERS.get(v)  # raises UnknownNameError (a ValueError) listing the valid samplers
         return v
@@ -124,7 +124,7 @@ class SamplerConfig(Section):
             raise ValueError(f"need 1 <= rhat_strict <= rhat_lenient, got {self.rhat_strict}, {self.rhat_lenient}")
         if self.min_ess_per_chain <= 0:
             raise ValueError(f"min_ess_per_chain must be > 0, got {self.min_ess_per_chain}")
-        from . import build
+        from .registry import build
 
         # validates option names (listing the allowed ones) and their values with the sampler's own checks
         build(self.sampler, _never_called, lr=self.lr, temperature=self.temperature, seed=self.seed, **self.options)

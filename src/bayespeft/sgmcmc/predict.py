@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..batch import forward_batch, to_device
+from ..evalmode import eval_mode
 from .model import load_params, trainable_params
 from .store import SampleStore
 
@@ -39,23 +40,21 @@ def ensemble_predict(model: nn.Module, store: SampleStore | Iterable[Mapping[str
     device = next(model.parameters()).device
     live = trainable_params(model)
     saved = {n: p.detach().clone() for n, p in live.items()}
-    was_training = model.training
-    model.eval()
     if isinstance(store, SampleStore):
         idx = range(len(store)) if indices is None else indices
         samples: Iterable = (store.load(i) for i in idx)
     else:
         samples = store
     total, count = None, 0
-    try:
-        for sample in samples:
-            load_params(model, {k: v.to(device) for k, v in sample.items()})
-            p = _probs(model, loader, device)
-            total = p if total is None else total.add_(p)
-            count += 1
-    finally:
-        load_params(model, saved)
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for sample in samples:
+                load_params(model, {k: v.to(device) for k, v in sample.items()})
+                p = _probs(model, loader, device)
+                total = p if total is None else total.add_(p)
+                count += 1
+        finally:
+            load_params(model, saved)
     if count == 0:
         raise ValueError("no samples to average (empty store or indices)")
     return total / count

@@ -27,25 +27,20 @@ import torch
 from torch import Tensor
 
 from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, resolve_seed, value_and_grad)
+                   init_state, make_sampler, value_and_grad)
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("psgld")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, alpha: float = 0.99,
           eps: float = 1e-8) -> Sampler:
     """pSGLD sampler. ``alpha``: RMSprop decay in [0, 1); ``eps``: λ > 0 in ``G = 1/(λ + sqrt(V))``."""
     schedule = common_checks(lr, temperature)
     check_unit_interval("alpha", alpha)
     check_positive("eps", eps)
-
-    def _init(theta0: Any, seed: int | None = None) -> PSGLDState:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: PSGLDState, batch: Any) -> PSGLDState:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature, alpha=alpha, eps=eps)
-
-    seed_default = seed
-    return Sampler("psgld", _init, _step, {"temperature": temperature, "alpha": alpha, "eps": eps}, schedule)
+    return make_sampler("psgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
+                        alpha=alpha, eps=eps)
 
 
 @dataclass

@@ -26,24 +26,19 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, resolve_seed,
+from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, make_sampler,
                    sam_point, value_and_grad)
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("sam_sgld")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, rho: float = 0.05) -> Sampler:
     """SAM-SGLD sampler. ``rho >= 0``: SAM radius in parameter units (ρ = 0 is SGLD at twice the cost)."""
     schedule = common_checks(lr, temperature)
     check_positive("rho", rho, allow_zero=True)
-
-    def _init(theta0: Any, seed: int | None = None) -> SAMSGLDState:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: SAMSGLDState, batch: Any) -> SAMSGLDState:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature, rho=rho)
-
-    seed_default = seed
-    return Sampler("sam_sgld", _init, _step, {"temperature": temperature, "rho": rho}, schedule)
+    return make_sampler("sam_sgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed,
+                        temperature=temperature, rho=rho)
 
 
 @dataclass

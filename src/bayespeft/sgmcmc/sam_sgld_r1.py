@@ -35,28 +35,21 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, resolve_seed,
+from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, make_sampler,
                    sam_point, value_and_grad)
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("sam_sgld_r1")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, rho: float = 0.05,
           rank1_scale: float = 1.0) -> Sampler:
     """SAM-SGLD-r1 sampler. ``rho >= 0``: SAM radius; ``rank1_scale`` s >= 0: std of the extra noise along u."""
     schedule = common_checks(lr, temperature)
     check_positive("rho", rho, allow_zero=True)
     check_positive("rank1_scale", rank1_scale, allow_zero=True)
-
-    def _init(theta0: Any, seed: int | None = None) -> SAMSGLDR1State:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: SAMSGLDR1State, batch: Any) -> SAMSGLDR1State:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature, rho=rho,
-                    rank1_scale=rank1_scale)
-
-    seed_default = seed
-    hyper = {"temperature": temperature, "rho": rho, "rank1_scale": rank1_scale}
-    return Sampler("sam_sgld_r1", _init, _step, hyper, schedule)
+    return make_sampler("sam_sgld_r1", init, step, log_prob=log_prob, schedule=schedule, seed=seed,
+                        temperature=temperature, rho=rho, rank1_scale=rank1_scale)
 
 
 @dataclass

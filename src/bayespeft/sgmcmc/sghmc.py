@@ -26,10 +26,12 @@ import torch
 from torch import Tensor
 
 from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, resolve_seed, value_and_grad)
+                   init_state, make_sampler, value_and_grad)
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("sghmc")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, friction: float = 0.1,
           noise_estimate: float = 0.0) -> Sampler:
     """SGHMC sampler. ``friction`` α in (0, 1]; ``noise_estimate`` β̂ in [0, α)."""
@@ -39,17 +41,8 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
     if noise_estimate >= friction:
         raise ValueError(f"noise_estimate (β̂={noise_estimate}) must be smaller than friction (α={friction}): "
                          "the injected noise variance 2(α - β̂)εT must be positive")
-
-    def _init(theta0: Any, seed: int | None = None) -> SGHMCState:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: SGHMCState, batch: Any) -> SGHMCState:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature, friction=friction,
-                    noise_estimate=noise_estimate)
-
-    seed_default = seed
-    hyper = {"temperature": temperature, "friction": friction, "noise_estimate": noise_estimate}
-    return Sampler("sghmc", _init, _step, hyper, schedule)
+    return make_sampler("sghmc", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
+                        friction=friction, noise_estimate=noise_estimate)
 
 
 @dataclass

@@ -21,22 +21,16 @@ from typing import Any
 
 import torch
 
-from .base import LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, resolve_seed, value_and_grad
+from .base import LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler, value_and_grad
+from .registry import SAMPLERS
 from .schedules import Schedule
 
 
+@SAMPLERS.register("sgld")
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0) -> Sampler:
     """SGLD sampler: ``init(theta0, seed=None) -> SGLDState``, ``step(state, batch) -> SGLDState`` (in place)."""
     schedule = common_checks(lr, temperature)
-
-    def _init(theta0: Any, seed: int | None = None) -> SGLDState:
-        return init(theta0, seed=resolve_seed(seed_default, seed))
-
-    def _step(state: SGLDState, batch: Any) -> SGLDState:
-        return step(state, batch, log_prob=log_prob, schedule=schedule, temperature=temperature)
-
-    seed_default = seed
-    return Sampler("sgld", _init, _step, {"temperature": temperature}, schedule)
+    return make_sampler("sgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..io import atomic_path, load_tensors, save_tensors
+from ..state_dict import describe_mismatch
 
 FORMAT = "bayespeft.train/1"
 
@@ -63,16 +64,13 @@ def load_weights(path: Path, model: nn.Module) -> int:
     epoch = weights_epoch(path)
     saved = load_tensors(path)
     target = trainable_state(model)
-    missing, unexpected = sorted(set(target) - set(saved)), sorted(set(saved) - set(target))
-    if missing or unexpected:
+    what = describe_mismatch({k: t.shape for k, t in target.items()}, {k: t.shape for k, t in saved.items()})
+    if what:
         raise CheckpointError(
-            f"checkpoint {path} does not match the model's trainable tensors: missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}. "
+            f"checkpoint {path} does not match the model's trainable tensors: {what}. "
             "Was it written for another model or adapter? Use a new run directory or resume=False."
         )
     for name, t in target.items():
-        if t.shape != saved[name].shape:
-            raise CheckpointError(f"checkpoint {path}: {name} has shape {tuple(saved[name].shape)}, model has {tuple(t.shape)}")
         t.copy_(saved[name])
     return epoch
 

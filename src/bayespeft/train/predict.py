@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batch import forward_batch, to_device
+from ..evalmode import eval_mode
 from ..metrics import classification_metrics
 from ..progress import progress as progress_bar
 
@@ -69,14 +70,12 @@ def eval_pass(
 ) -> EvalPass:
     """One no-grad pass over ``loader`` in eval mode on the model's device."""
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     probs, labels_all, n = [], [], 0
     sync_device(device)
     t0 = time.perf_counter()
-    try:
+    with eval_mode(model):
         for batch in progress_bar(loader, desc=desc, enabled=progress):
             batch = to_device(batch, device)
             with autocast(device, amp_dtype):
@@ -95,8 +94,6 @@ def eval_pass(
         loss, acc = float(loss_sum) / n, int(correct) / n  # these syncs end the timed region
         sync_device(device)
         seconds = time.perf_counter() - t0
-    finally:
-        model.train(was_training)
     return EvalPass(probs=probs_cpu, labels=labels_cpu, loss=loss, acc=acc, n=n, seconds=seconds)
 
 

@@ -1,0 +1,38 @@
+"""The sampler registry: ``SAMPLERS`` (name -> ``build``), :func:`build` and :func:`sampler_options`.
+
+Every sampler module registers its ``build`` with ``@SAMPLERS.register(name)``; ``bayespeft.sgmcmc`` imports the
+sampler modules, so a new sampler is one new file plus one import line there. ``build(name, log_prob, lr, ...)``
+checks the options against the sampler's ``build`` signature before calling it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..registry import Registry
+from .base import LogProb, Sampler
+from .schedules import Schedule
+
+__all__ = ["SAMPLERS", "build", "sampler_options"]
+
+SAMPLERS: Registry = Registry("sampler")
+
+#: Arguments every sampler's ``build`` takes; the others are its own options.
+COMMON_ARGUMENTS = ("log_prob", "lr", "temperature", "seed")
+
+
+def sampler_options(name: str) -> dict[str, Any]:
+    """Sampler-specific keyword options of ``name`` with their defaults (beyond lr, temperature, seed)."""
+    sig = inspect.signature(SAMPLERS.get(name))
+    return {k: p.default for k, p in sig.parameters.items() if k not in COMMON_ARGUMENTS}
+
+
+def build(name: str, log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, **kw: Any) -> Sampler:
+    """Build sampler ``name`` (see ``SAMPLERS.names()``) for ``log_prob``; unknown options raise ``ValueError``."""
+    factory = SAMPLERS.get(name)
+    allowed = sampler_options(name)
+    bad = sorted(set(kw) - set(allowed))
+    if bad:
+        raise ValueError(f"sampler {name!r} has no option(s) {bad}; allowed options: {sorted(allowed) or 'none'}")
+    return factory(log_prob, lr=lr, temperature=temperature, seed=seed, **kw)
