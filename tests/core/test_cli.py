@@ -46,7 +46,8 @@ def test_validate_reports_bad_config_cleanly(tmp_path, capsys):
     assert err.startswith("error: invalid") and "adapter.r" in err and "Traceback" not in err
     assert main(["validate", str(cfg), "--set", "train.lrr=1"]) == 2
     assert "did you mean 'train.lr'" in capsys.readouterr().err
-    assert main(["validate", str(cfg), "--set", "model.name=vit_tinny"]) in (0, 2)
+    assert main(["validate", str(cfg), "--set", "model.name=vit_tinny"]) == 2  # unknown names fail at config time
+    assert "unknown model 'vit_tinny'. Did you mean 'vit_tiny_patch16_224'?" in capsys.readouterr().err
 
 
 def test_unknown_model_lists_known_names(tmp_path, capsys):

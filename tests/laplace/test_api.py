@@ -104,8 +104,9 @@ def _named(fn, name):
 
 def test_non_positive_definite_precision_jitter_then_error(ref, mlp_data):
     with pytest.warns(RuntimeWarning, match="not positive definite"):
-        out = positive(torch.tensor([1.0, -1e-9]), "test precision")
-    assert bool((out > 0).all())
+        out = positive(torch.tensor([1.0, -1e-9], dtype=torch.float64), "test precision")
+    # jitter 1e-6 · max(max |λ|, 1) = 1e-6 added to every eigenvalue
+    torch.testing.assert_close(out, torch.tensor([1.0 + 1e-6, 1e-6 - 1e-9], dtype=torch.float64), rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="not positive definite even after jitter"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         positive(torch.tensor([1.0, -10.0]), "test precision")

@@ -1,4 +1,4 @@
-"""Seeded determinism for every sampler; schedule formulas."""
+"""Seeded determinism for every sampler; schedule formulas (step formulas: ``test_step_formulas.py``)."""
 
 from __future__ import annotations
 
@@ -33,16 +33,6 @@ def chain(name, seed, steps=20):
 def test_same_seed_same_chain_different_seed_different(name):
     assert torch.equal(chain(name, 7), chain(name, 7))
     assert not torch.allclose(chain(name, 7), chain(name, 8))
-
-
-def test_sgld_step_matches_formula():
-    """θ1 = θ0 + ε∇log p(θ0) + sqrt(2εT) ξ with ξ the generator's first N(0, I) draw."""
-    eps, T = 0.1, 0.3
-    s = build("sgld", lambda th, b: -0.5 * (th**2).sum(), lr=eps, temperature=T, seed=5)
-    th0 = torch.tensor([1.0, -2.0, 0.5])
-    state = s.step(s.init(th0), None)
-    xi = torch.empty(3).normal_(generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(state.params.detach(), th0 - eps * th0 + math.sqrt(2 * eps * T) * xi)
 
 
 def test_exploration_step_has_no_noise():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import resource
+import time
 
 import pytest
 import torch
@@ -18,15 +20,23 @@ from bayespeft.train import TrainConfig, evaluate, fit, predict_probs
 def test_fits_separable_problem_and_records_everything(toy, run_dir):
     train, val = toy.loaders()
     model = toy.MLP(dropout=0.0)
+    t0 = time.perf_counter()
     res = fit(model, train, val, TrainConfig(epochs=6, lr=0.02, warmup_steps=4), run_dir)
+    wall = time.perf_counter() - t0
     losses = [h.train_loss for h in res.history]
     assert losses[-1] < 0.6 * losses[0]
     assert res.history[-1].train_acc >= 0.9 and res.val_metrics["acc"] >= 0.95
     assert res.epochs_run == 6 and not res.stopped_early and res.total_steps == 6 * 8
-    assert res.train_throughput > 0 and res.inference_throughput > 0 and res.peak_memory_bytes > 0
+    # throughput = examples / seconds of the timed passes; the final eval (128 examples) happened inside fit;
+    # peak memory is this process's peak RSS in bytes (a Python process with torch is well over 50 MB)
+    assert res.train_throughput == pytest.approx(6 * 256 / sum(h.train_time_s for h in res.history), rel=1e-12)
+    assert 128 / res.inference_throughput < wall - sum(h.epoch_time_s for h in res.history)
+    assert 50e6 < res.peak_memory_bytes <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert res.peak_memory_kind == "process_max_rss" and res.device == "cpu"
     assert res.n_trainable_params == sum(p.numel() for p in model.body.parameters())
-    assert all(h.steps == 8 and h.train_examples == 256 and h.epoch_time_s > 0 for h in res.history)
+    assert all(h.steps == 8 and h.train_examples == 256 for h in res.history)
+    assert all(0 < h.train_time_s and 0 < h.val_time_s and h.train_time_s + h.val_time_s <= h.epoch_time_s for h in res.history)
+    assert res.train_time_s == pytest.approx(sum(h.epoch_time_s for h in res.history), rel=1e-12) and res.train_time_s < wall
     # files: best/last weights (trainable + BatchNorm buffers, no frozen layer), state, history
     ck = run_dir / "checkpoints"
     best = load_tensors(ck / "best.safetensors")
@@ -64,7 +74,8 @@ def test_dict_batches_predict_and_evaluate(toy, run_dir):
     assert torch.allclose(probs, logits.softmax(-1), atol=1e-6)
     ev = evaluate(model, val)
     assert ev["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y[:96]).item(), rel=1e-5)
-    assert ev["acc"] >= 0.9 and ev["inference_throughput"] > 0 and "ece" in ev and "confusion_matrix" in ev
+    assert ev["acc"] >= 0.9 and "ece" in ev and "confusion_matrix" in ev
+    assert ev["inference_throughput"] == pytest.approx(96 / ev["eval_time_s"], rel=1e-12)
 
 
 def test_same_seed_same_weights_bit_for_bit(toy, tmp_path):

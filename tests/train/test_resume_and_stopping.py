@@ -61,6 +61,34 @@ def test_resume_after_interruption_is_bit_identical(toy, tmp_path, generator_see
     toy.assert_same(toy.snapshot(model2), toy.snapshot(ref_model))
 
 
+def test_resume_with_patience_stops_at_the_same_epoch_bit_identical(toy, tmp_path):
+    """Early stopping triggered after the resume: the counter of epochs without improvement and the best metric are
+    part of the resumed state. Flipped validation labels make epoch 1 the best, so patience 2 stops after epoch 3;
+    interrupted after epoch 2 (best epoch 1, one bad epoch), the resumed run must stop there too."""
+    cfg = TrainConfig(epochs=10, lr=0.02, patience=2, seed=7, weight_decay=0.1)
+    ref_model = toy.MLP()
+    ref = fit(ref_model, *toy.loaders(flip_val=True, generator_seed=3), cfg, tmp_path / "ref")
+    assert ref.stopped_early and ref.epochs_run == 3 and ref.best_epoch == 1
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        fit(toy.MLP(), *toy.loaders(flip_val=True, generator_seed=3), cfg, run, callbacks=[interrupt_after(2)])
+    model = toy.MLP()  # a fresh process; its trainable weights are restored from the checkpoint
+    with torch.no_grad():
+        model.body[4].weight.mul_(-3.0)
+    res = fit(model, *toy.loaders(flip_val=True, generator_seed=3), cfg, run)
+    assert res.resumed_from_epoch == 2
+    assert (res.stopped_early, res.epochs_run, res.best_epoch, res.total_steps) == (True, 3, 1, ref.total_steps)
+    assert res.best_metric == ref.best_metric
+    keys = ("train_loss", "val_loss", "train_acc", "val_acc", "lr", "improved")
+    assert [[getattr(h, k) for k in keys] for h in res.history] == [[getattr(h, k) for k in keys] for h in ref.history]
+    toy.assert_same(toy.snapshot(model), toy.snapshot(ref_model))
+    for name in ("best", "last"):
+        toy.assert_same(load_tensors(run / "checkpoints" / f"{name}.safetensors"),
+                        load_tensors(tmp_path / "ref" / "checkpoints" / f"{name}.safetensors"))
+    assert weights_epoch(run / "checkpoints" / "last.safetensors") == 3
+
+
 def test_resume_repairs_crash_before_best_was_written(toy, tmp_path):
     # interrupted after the last epoch's last_state.pt, before its best.safetensors: resuming has nothing left to
     # train, so only the repair can produce best.safetensors

@@ -27,6 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from .checkpoint import (
     weights_epoch,
 )
 from .config import TrainConfig
-from .predict import autocast, eval_pass, sync_device
+from .predict import EvalPass, autocast, eval_pass, sync_device
 from .result import EpochRecord, TrainingDivergedError, TrainResult
 
 Callback = Callable[[EpochRecord], None]
@@ -80,34 +81,71 @@ def fit(
             except for ``progress``, ``checkpoint_every_epoch`` and ``device``); a finished run is not retrained.
         callbacks: called with each :class:`EpochRecord` after that epoch's checkpoints are written.
     """
+    _check_arguments(cfg, val_loader)
+    run = _setup(model, train_loader, cfg, Path(run_dir), resume)
+    todo = [] if run.st["stopped_early"] else list(range(run.st["epoch"] + 1, cfg.epochs + 1))
+    for epoch in progress_bar(todo, desc="epochs", enabled=cfg.progress, leave=True):
+        t_epoch = time.perf_counter()
+        tr, val = _train_and_validate(run, model, train_loader, val_loader, epoch)
+        rec = _record_epoch(run, epoch, tr, val, t_epoch)
+        _save_epoch(run, model, epoch, rec.improved)
+        for cb in callbacks:
+            cb(rec)
+        if run.st["stopped_early"]:
+            break
+    return _finish(run, model, val_loader)
+
+
+@dataclass
+class _Run:
+    """What one :func:`fit` call sets up once, and the resumable state ``st`` it updates after every epoch.
+
+    ``st`` holds exactly what ``last_state.pt`` stores besides the optimiser/scheduler/RNG states: ``epoch``,
+    ``global_step``, ``best_metric``, ``best_epoch``, ``bad_epochs``, ``stopped_early``, ``history``, ``config``
+    and ``steps_per_epoch``. ``last_saved``: the epoch of the last written ``last_state.pt`` (None before any).
+    """
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    named: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generators: list[torch.Generator]
+    steps_per_epoch: int
+    st: dict[str, Any]
+    resumed_from: int | None
+    last_saved: int | None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named]
+
+
+def _check_arguments(cfg: TrainConfig, val_loader: Any | None) -> None:
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     if cfg.patience is not None and val_loader is None:
         raise ValueError("early stopping (patience) needs a val_loader; pass one or set patience=None")
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
+
+
+def _setup(model: nn.Module, train_loader: Any, cfg: TrainConfig, run_dir: Path, resume: bool) -> _Run:
+    """Seed, move the model, build optimiser + schedule, then start fresh or restore ``last_state.pt``."""
     device = resolve_device(cfg.device)
     amp_dtype = resolve_amp(cfg.precision, device)
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     model.to(device)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError(
-            "the model has no trainable parameters (none has requires_grad=True); apply an adapter "
-            "(bayespeft.adapters.apply_adapter) or unfreeze the parameters to train"
-        )
-    params = [p for _, p in named]
+    named = trainable_parameters(model)
     optimizer = build_optimizer(named, cfg, device)
     steps_per_epoch = count_steps(train_loader, cfg)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total_steps))
-    if warmup >= total_steps and warmup > 0:
-        raise ValueError(f"warmup ({warmup} steps) must be shorter than the whole run ({total_steps} steps)")
-    from transformers import get_cosine_schedule_with_warmup  # lazy: importing transformers costs seconds
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     generators = loader_generators(train_loader)
-
+    ckpt_dir = run_dir / "checkpoints"
     st: dict[str, Any] = {
         "epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0,
         "stopped_early": False, "history": [], "config": cfg.model_dump(), "steps_per_epoch": steps_per_epoch,
@@ -118,77 +156,93 @@ def fit(
         resumed_from = st["epoch"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    return _Run(cfg=cfg, run_dir=run_dir, device=device, amp_dtype=amp_dtype, named=named, optimizer=optimizer,
+                scheduler=scheduler, generators=generators, steps_per_epoch=steps_per_epoch, st=st,
+                resumed_from=resumed_from, last_saved=resumed_from)
 
-    last_saved = st["epoch"] if resumed_from is not None else None
-    todo = [] if st["stopped_early"] else list(range(st["epoch"] + 1, cfg.epochs + 1))
-    for epoch in progress_bar(todo, desc="epochs", enabled=cfg.progress, leave=True):
-        t_epoch = time.perf_counter()
-        try:
-            tr = _train_epoch(model, train_loader, optimizer, scheduler, params, cfg, device, amp_dtype, epoch,
-                              steps_per_epoch, st["global_step"], ckpt_dir, last_saved)
-            val = None
-            if val_loader is not None:
-                val = eval_pass(model, val_loader, keep_probs=False, amp_dtype=amp_dtype, progress=cfg.progress, desc="val")
-                if not math.isfinite(val.loss):
-                    _diverged(cfg, epoch, tr["steps"], val.loss, "the validation loss", ckpt_dir, last_saved)
-            if not torch.stack([torch.isfinite(p).all() for p in params]).all():  # one host sync
-                bad = [n for n, p in named if not torch.isfinite(p).all()]
-                _diverged(cfg, epoch, tr["steps"], float("nan"), f"parameter {bad[0]}", ckpt_dir, last_saved)
-        except TrainingDivergedError as e:
-            io.write_json(run_dir / "history.json", {"status": "diverged", "error": str(e), **_public(st)})
-            raise
-        st["global_step"] += tr["steps"]
-        metric = None if val is None else (val.loss if cfg.monitor == "val_loss" else val.acc)
-        improved = _improved(metric, st["best_metric"], cfg)
-        if improved:
-            st.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
-        else:
-            st["bad_epochs"] += 1
-        st["stopped_early"] = cfg.patience is not None and st["bad_epochs"] >= cfg.patience
-        rec = EpochRecord(
-            epoch=epoch, train_loss=tr["loss"], train_acc=tr["acc"], val_loss=None if val is None else val.loss,
-            val_acc=None if val is None else val.acc, lr=tr["lr"], steps=tr["steps"], train_examples=tr["n"],
-            train_time_s=tr["seconds"], val_time_s=0.0 if val is None else val.seconds,
-            epoch_time_s=time.perf_counter() - t_epoch, improved=improved,
-        )
-        st["history"].append(rec.to_dict())
-        st["epoch"] = epoch
-        if cfg.checkpoint_every_epoch or st["stopped_early"] or epoch == cfg.epochs:
-            save_weights(ckpt_dir / "last.safetensors", model, epoch)
-            save_state(ckpt_dir / "last_state.pt", {
-                **st, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": get_rng_state(generators),
-            })
-            last_saved = epoch
-        if improved:  # after last_state: a crash in between is repaired on resume from last.safetensors
-            save_weights(ckpt_dir / "best.safetensors", model, epoch)
-        io.write_json(run_dir / "history.json", {"status": "running", **_public(st)})
-        for cb in callbacks:
-            cb(rec)
-        if st["stopped_early"]:
-            break
 
-    if (ckpt_dir / "best.safetensors").exists():
-        load_weights(ckpt_dir / "best.safetensors", model)
+def _train_and_validate(run: _Run, model: nn.Module, train_loader: Any, val_loader: Any | None,
+                        epoch: int) -> tuple[dict[str, Any], EvalPass | None]:
+    """One training epoch and the validation pass, with the divergence checks (recorded in history.json)."""
+    cfg, ckpt_dir = run.cfg, run.ckpt_dir
+    try:
+        tr = _train_epoch(model, train_loader, run.optimizer, run.scheduler, run.params, cfg, run.device,
+                          run.amp_dtype, epoch, run.steps_per_epoch, run.st["global_step"], ckpt_dir, run.last_saved)
+        val = None
+        if val_loader is not None:
+            val = eval_pass(model, val_loader, keep_probs=False, amp_dtype=run.amp_dtype, progress=cfg.progress, desc="val")
+            if not math.isfinite(val.loss):
+                _diverged(cfg, epoch, tr["steps"], val.loss, "the validation loss", ckpt_dir, run.last_saved)
+        if not torch.stack([torch.isfinite(p).all() for p in run.params]).all():  # one host sync
+            bad = [n for n, p in run.named if not torch.isfinite(p).all()]
+            _diverged(cfg, epoch, tr["steps"], float("nan"), f"parameter {bad[0]}", ckpt_dir, run.last_saved)
+    except TrainingDivergedError as e:
+        io.write_json(run.run_dir / "history.json", {"status": "diverged", "error": str(e), **_public(run.st)})
+        raise
+    return tr, val
+
+
+def _record_epoch(run: _Run, epoch: int, tr: dict[str, Any], val: EvalPass | None, t_epoch: float) -> EpochRecord:
+    """Update the best metric, the early-stopping counter and the history in ``run.st``; return the epoch's record."""
+    cfg, st = run.cfg, run.st
+    st["global_step"] += tr["steps"]
+    metric = None if val is None else (val.loss if cfg.monitor == "val_loss" else val.acc)
+    improved = _improved(metric, st["best_metric"], cfg)
+    if improved:
+        st.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
+    else:
+        st["bad_epochs"] += 1
+    st["stopped_early"] = cfg.patience is not None and st["bad_epochs"] >= cfg.patience
+    rec = EpochRecord(
+        epoch=epoch, train_loss=tr["loss"], train_acc=tr["acc"], val_loss=None if val is None else val.loss,
+        val_acc=None if val is None else val.acc, lr=tr["lr"], steps=tr["steps"], train_examples=tr["n"],
+        train_time_s=tr["seconds"], val_time_s=0.0 if val is None else val.seconds,
+        epoch_time_s=time.perf_counter() - t_epoch, improved=improved,
+    )
+    st["history"].append(rec.to_dict())
+    st["epoch"] = epoch
+    return rec
+
+
+def _save_epoch(run: _Run, model: nn.Module, epoch: int, improved: bool) -> None:
+    """``last`` weights + resumable state (every epoch, or at the end), ``best`` weights, history.json."""
+    cfg, st, ckpt_dir = run.cfg, run.st, run.ckpt_dir
+    if cfg.checkpoint_every_epoch or st["stopped_early"] or epoch == cfg.epochs:
+        save_weights(ckpt_dir / "last.safetensors", model, epoch)
+        save_state(ckpt_dir / "last_state.pt", {
+            **st, "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "rng": get_rng_state(run.generators),
+        })
+        run.last_saved = epoch
+    if improved:  # after last_state: a crash in between is repaired on resume from last.safetensors
+        save_weights(ckpt_dir / "best.safetensors", model, epoch)
+    io.write_json(run.run_dir / "history.json", {"status": "running", **_public(st)})
+
+
+def _finish(run: _Run, model: nn.Module, val_loader: Any | None) -> TrainResult:
+    """Load the best weights, evaluate them on the validation set, write and return the :class:`TrainResult`."""
+    cfg, st = run.cfg, run.st
+    if (run.ckpt_dir / "best.safetensors").exists():
+        load_weights(run.ckpt_dir / "best.safetensors", model)
     val_metrics, infer_tp = None, None
     if val_loader is not None:
-        final = eval_pass(model, val_loader, keep_probs=True, amp_dtype=amp_dtype, progress=cfg.progress, desc="final eval")
+        final = eval_pass(model, val_loader, keep_probs=True, amp_dtype=run.amp_dtype, progress=cfg.progress, desc="final eval")
         val_metrics = {**classification_metrics(final.probs, final.labels), "loss": final.loss}
         infer_tp = final.throughput
     history = [EpochRecord(**h) for h in st["history"]]
     train_time = sum(h.train_time_s for h in history)
-    mem, mem_kind = peak_memory(device)
+    mem, mem_kind = peak_memory(run.device)
     result = TrainResult(
         history=history, monitor=cfg.monitor, best_epoch=st["best_epoch"], best_metric=st["best_metric"],
         epochs_run=len(history), stopped_early=st["stopped_early"],
         train_time_s=sum(h.epoch_time_s for h in history),
         train_throughput=sum(h.train_examples for h in history) / train_time if train_time > 0 else 0.0,
-        inference_throughput=infer_tp, peak_memory_bytes=mem, peak_memory_kind=mem_kind, device=str(device),
-        precision="bf16" if amp_dtype is not None else "fp32", n_trainable_params=sum(p.numel() for p in params),
-        total_steps=st["global_step"], resumed_from_epoch=resumed_from, checkpoint_dir=str(ckpt_dir),
+        inference_throughput=infer_tp, peak_memory_bytes=mem, peak_memory_kind=mem_kind, device=str(run.device),
+        precision="bf16" if run.amp_dtype is not None else "fp32", n_trainable_params=sum(p.numel() for p in run.params),
+        total_steps=st["global_step"], resumed_from_epoch=run.resumed_from, checkpoint_dir=str(run.ckpt_dir),
         val_metrics=val_metrics, config=cfg.model_dump(),
     )
-    io.write_json(run_dir / "history.json", {"status": "finished", **result.to_dict()})
+    io.write_json(run.run_dir / "history.json", {"status": "finished", **result.to_dict()})
     return result
 
 
@@ -322,6 +376,28 @@ def resolve_amp(precision: str, device: torch.device) -> torch.dtype | None:
         warnings.warn("this GPU does not support bfloat16; training in fp32", stacklevel=3)
         return None
     return torch.bfloat16
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every parameter with ``requires_grad``; an error if there is none."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(
+            "the model has no trainable parameters (none has requires_grad=True); apply an adapter "
+            "(bayespeft.adapters.apply_adapter) or unfreeze the parameters to train"
+        )
+    return named
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    """Linear warmup (``warmup_steps``, or ``warmup_ratio`` of all steps) then cosine decay to 0, stepped per step."""
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total_steps))
+    if warmup >= total_steps and warmup > 0:
+        raise ValueError(f"warmup ({warmup} steps) must be shorter than the whole run ({total_steps} steps)")
+    from transformers import get_cosine_schedule_with_warmup  # lazy: importing transformers costs seconds
+
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def build_optimizer(named: list[tuple[str, nn.Parameter]], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
