@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from bayespeft.errors import CheckpointError
-from bayespeft.train.checkpoint import get_rng_state, set_rng_state
+from bayespeft.io import save_tensors
+from bayespeft.train.checkpoint import get_rng_state, load_state, set_rng_state, weights_epoch
 
 
 def test_generator_count_mismatch_is_refused_with_the_counts():
@@ -26,3 +28,19 @@ def test_every_stream_continues_where_it_was_saved():
     random.seed(9), np.random.seed(9), torch.manual_seed(9), g.manual_seed(9)
     set_rng_state(state, [g])
     assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g).item()) == expected
+
+
+def test_weights_without_the_bayespeft_format_are_refused(tmp_path):
+    # an epoch in the metadata is not enough: the format tag must say it is a bayespeft training checkpoint
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"w": torch.zeros(2)}, metadata={"epoch": "3"})
+    with pytest.raises(CheckpointError, match="is not a bayespeft training checkpoint"):
+        weights_epoch(path)
+
+
+def test_training_state_with_arbitrary_objects_is_refused(tmp_path):
+    # last_state.pt is read with weights_only=True: a pickle with other objects is a corrupt checkpoint, not code to run
+    path = tmp_path / "last_state.pt"
+    torch.save({"epoch": 1, "when": datetime.date(2020, 1, 1)}, path)
+    with pytest.raises(CheckpointError, match="cannot read training state"):
+        load_state(path)
