@@ -8,10 +8,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from bayespeft.errors import CheckpointError
 from bayespeft.io import save_tensors
-from bayespeft.train.checkpoint import get_rng_state, load_state, set_rng_state, weights_epoch
+from bayespeft.train.checkpoint import get_rng_state, load_state, loader_generators, set_rng_state, weights_epoch
 
 
 def test_generator_count_mismatch_is_refused_with_the_counts():
@@ -44,3 +45,15 @@ def test_training_state_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"epoch": 1, "when": datetime.date(2020, 1, 1)}, path)
     with pytest.raises(CheckpointError, match="cannot read training state"):
         load_state(path)
+
+
+def test_loader_generators_found_wherever_the_loader_keeps_them():
+    ds = TensorDataset(torch.arange(6.0))
+    g = torch.Generator().manual_seed(1)
+    # no shuffling: only the loader holds the generator (it seeds the workers)
+    assert loader_generators(DataLoader(ds, batch_size=2, shuffle=False, generator=g)) == [g]
+    # no batching (batch_sampler is None): only the sampler holds it
+    assert loader_generators(DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=g))) == [g]
+    # shuffled: loader, sampler and batch_sampler.sampler share one generator, listed once
+    assert loader_generators(DataLoader(ds, batch_size=2, shuffle=True, generator=g)) == [g]
+    assert loader_generators([1, 2, 3]) == []
