@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from bayespeft.errors import CheckpointError
 from bayespeft.io import save_tensors
@@ -54,6 +54,9 @@ def test_loader_generators_found_wherever_the_loader_keeps_them():
     assert loader_generators(DataLoader(ds, batch_size=2, shuffle=False, generator=g)) == [g]
     # no batching (batch_sampler is None): only the sampler holds it
     assert loader_generators(DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=g))) == [g]
+    # a custom batch sampler: only batch_sampler.sampler holds it
+    bs = BatchSampler(RandomSampler(ds, generator=g), batch_size=2, drop_last=False)
+    assert loader_generators(DataLoader(ds, batch_sampler=bs)) == [g]
     # shuffled: loader, sampler and batch_sampler.sampler share one generator, listed once
     assert loader_generators(DataLoader(ds, batch_size=2, shuffle=True, generator=g)) == [g]
     assert loader_generators([1, 2, 3]) == []
