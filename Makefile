@@ -1,12 +1,13 @@
 # bayespeft — the two commands a new user needs:
 #   make demo   create .venv, install bayespeft, run the quickstart on the embedded default (digits)
 #   make test   install the development dependencies and run the test suite (what CI runs)
+#   make mutate mutation testing of the numeric library code with mutmut (slow; see tests/MUTATION.md)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 OUT    ?= runs/quickstart
 
-.PHONY: demo test venv dev clean
+.PHONY: demo test mutate venv dev clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +25,19 @@ demo: venv
 test: dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# What `make mutate` mutates: files or packages under src/ (e.g. `make mutate PATHS=src/bayespeft/metrics`), or
+# mutmut name globs (`make mutate MUTANTS='bayespeft.train.loop.x__resume*'`). mutmut runs, for each mutant, only
+# the tests (from tests/metrics, tests/laplace, tests/sgmcmc, tests/train: [tool.mutmut] in pyproject.toml) that
+# call the mutated function, one mutant at a time; results are cached in mutants/ and a rerun skips decided mutants.
+ifeq ($(origin PATHS),undefined)
+PATHS        = src/bayespeft/metrics src/bayespeft/laplace src/bayespeft/sgmcmc src/bayespeft/train/checkpoint.py
+LOOP_RESUME  = 'bayespeft.train.loop.x__resume*' 'bayespeft.train.loop.x__improved*' 'bayespeft.train.loop.x__public*'
+endif
+MUTANTS ?= $(foreach p,$(PATHS),'$(subst /,.,$(patsubst src/%,%,$(basename $(p)))).*') $(LOOP_RESUME)
+
+mutate: dev
+	HF_HUB_OFFLINE=1 $(VENV)/bin/mutmut run --max-children 1 $(MUTANTS)
+	$(VENV)/bin/mutmut results | grep -v 'not checked'
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants
