@@ -109,11 +109,17 @@ def _laplace(p):
 def _sample(p):
     _config_args(p)
     p.add_argument("--checkpoint", help="MAP warm start (adapter/checkpoint or run directory); trains one if absent")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted `bayespeft sample` run of this config "
+                   "from each chain's last kept sample (bit-exact), then evaluate it")
 
     def run(args):
         from .experiments.sample import sample_run
 
-        _print_sgmcmc(sample_run(_load(args), args.checkpoint))
+        out = sample_run(_load(args), args.checkpoint, resume=args.resume)
+        if "nothing_to_do" in out:
+            print(out["nothing_to_do"])
+            return
+        _print_sgmcmc(out)
 
     p.set_defaults(run=run)
 
