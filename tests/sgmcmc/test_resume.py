@@ -204,3 +204,14 @@ def test_rerunning_a_chain_without_resume_is_refused(tmp_path):
     run_chains(model, loader, sc, store=tmp_path / "s")
     with pytest.raises(ValueError, match=r"already holds samples of chain\(s\) \[0\]; pass resume=True"):
         run_chains(model, loader, sc, store=tmp_path / "s")
+
+
+def test_resuming_a_finished_run_with_diverged_chains_changes_nothing(tmp_path):
+    model, loader, sc = setup("sgld", lr=50.0, burn_in_epochs=0, thin=1, divergence_check_every=1)
+    first = run_chains(model, loader, sc, store=tmp_path / "s")
+    assert first.diverged == [0, 1]
+    before = (tmp_path / "s" / "samples.jsonl").read_text(), dict(first.store.diverged)
+    model, loader, sc = setup("sgld", lr=50.0, burn_in_epochs=0, thin=1, divergence_check_every=1)
+    again = run_chains(model, loader, sc, store=tmp_path / "s", resume=True)
+    assert [vars(r) for r in again.chains] == [vars(r) for r in first.chains]
+    assert ((tmp_path / "s" / "samples.jsonl").read_text(), again.store.diverged) == before

@@ -173,3 +173,19 @@ def test_sample_commands_own_evaluation_warns_when_chains_are_missing(tmp_path, 
     assert "missing: [1]" in capsys.readouterr().err
     metrics = json.loads((Path(out["run_dir"]) / "metrics.json").read_text())
     assert metrics["sgmcmc"]["completeness"]["unfinished"] == [1]
+
+
+def test_stopped_during_evaluation_resumes_by_evaluating(tmp_path, capsys, trained):
+    """Every chain finished but the run died while evaluating: --resume runs no step and evaluates."""
+    cfg_path = write_cfg(config(tmp_path / "runs", epochs=2), tmp_path / "cfg.yaml")
+    assert main(["sample", cfg_path, "--checkpoint", str(trained)]) == 0
+    want = table_lines(capsys.readouterr().out)
+    (run,) = run_dirs(tmp_path / "runs")
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["sgmcmc"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    before = (run / "samples" / "samples.jsonl").read_text()
+    assert main(["sample", cfg_path, "--resume", str(run)]) == 0
+    assert table_lines(capsys.readouterr().out) == want
+    assert (run / "samples" / "samples.jsonl").read_text() == before
+    assert json.loads((run / "metrics.json").read_text())["sgmcmc"]["resumed"] is True
