@@ -109,11 +109,17 @@ def _laplace(p):
 def _sample(p):
     _config_args(p)
     p.add_argument("--checkpoint", help="MAP warm start (adapter/checkpoint or run directory); trains one if absent")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted `bayespeft sample` run of this config "
+                   "from each chain's last kept sample (bit-exact), then evaluate it")
 
     def run(args):
         from .experiments.sample import sample_run
 
-        _print_sgmcmc(sample_run(_load(args), args.checkpoint))
+        out = sample_run(_load(args), args.checkpoint, resume=args.resume)
+        if "nothing_to_do" in out:
+            print(out["nothing_to_do"])
+            return
+        _print_sgmcmc(out)
 
     p.set_defaults(run=run)
 
@@ -137,6 +143,20 @@ def _quickstart(p):
         from .experiments.quickstart import run_quickstart
 
         run_quickstart(out=args.out, fast=args.fast)
+
+    p.set_defaults(run=run)
+
+
+@command("doctor", "health check: versions, devices, directories, local data/weights and a short smoke run")
+def _doctor(p):
+    p.add_argument("--quick", action="store_true", help="skip the smoke run (micro ViT, Laplace fit, SGLD steps)")
+    p.add_argument("--output-root", default="runs", help="output directory to check (default runs, output.root's default)")
+    p.add_argument("--data-root", default="data", help="dataset directory to look in (default data, data.root's default)")
+
+    def run(args):
+        from .experiments.doctor import run_doctor
+
+        return run_doctor(quick=args.quick, output_root=args.output_root, data_root=args.data_root)
 
     p.set_defaults(run=run)
 
@@ -223,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
     try:
-        args.run(args)
+        status = args.run(args)  # None, or an exit status (doctor: 1 when a check failed)
     except USER_ERRORS as e:
         if os.environ.get("BAYESPEFT_DEBUG"):
             raise
@@ -232,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed work is saved in the run directory", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ loaders, same order of samples: the numbers are identical to the ones :func:`sam
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,24 @@ def chains_summary(store: SampleStore) -> dict[str, Any]:
     diverged = {int(c): v for c, v in sorted(store.diverged.items(), key=lambda kv: int(kv[0]))}
     return {"samples_per_chain": counts, "diverged": diverged,
             "kept_chains": [c for c in store.chains() if c not in diverged]}
+
+
+def check_complete(store: SampleStore, resume_hint: str | None = None) -> dict[str, Any]:
+    """What the store holds against what was asked (:meth:`SampleStore.completeness`); an incomplete store (a run
+    that was interrupted) is also a ``warning:`` line on stderr naming what is missing, kept under ``"warning"``."""
+    c = store.completeness()
+    if c["complete"] is False:
+        run_dir = store.root.parent if store.root.name == "samples" else store.root
+        hint = resume_hint or f"bayespeft sample CONFIG --resume {run_dir}"
+        missing = [ch for ch in c["chains_asked"] if ch not in c["chains_present"]]
+        draws = ", ".join(f"chain {ch}: {c['draws_present'].get(ch, 0)}" for ch in c["chains_asked"])
+        c["warning"] = (f"the sample store {store.root} is incomplete (was sampling interrupted?): "
+                        f"{len(c['chains_present'])} of {len(c['chains_asked'])} chains present"
+                        f"{f' (missing: {missing})' if missing else ''}, {c['draws_per_chain_asked']} draws per chain "
+                        f"asked, present: {draws}; unfinished chain(s) {c['unfinished']}. The results below use only "
+                        f"the draws present; continue the run with `{hint}`")
+        print(f"warning: {c['warning']}", file=sys.stderr)
+    return c
 
 
 # ---- diagnostics ------------------------------------------------------------------------------------------------
@@ -165,27 +185,31 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
 
 def sample_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: str | Path, sc: SamplerConfig | None = None,
                         label: str | None = None, store_dir: str | Path | None = None,
-                        show_progress: bool | None = None) -> dict[str, Any]:
+                        show_progress: bool | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the chains of ``sc`` (default: the config's section) from the model's current (MAP) trainable values,
     then diagnose and evaluate. The model must already sit on its device; its parameters are left unchanged.
 
     Use it on an in-memory trained model (e.g. the quickstart's LoRA run). Returns a JSON-ready dict:
     ``label``, ``splits`` (= the ensemble's ``{split: metrics}``), ``single`` (``{split: metrics}``),
     ``single_sample``, ``n_samples``, ``chains`` (per-chain reports), ``diverged`` (``{chain: {step, reason}}``),
-    ``verdict`` (dict or None), ``verdict_text``, ``sample_time_s``, ``store``.
+    ``verdict`` (dict or None), ``verdict_text``, ``sample_time_s`` (of this call), ``store``, ``completeness``
+    (:func:`check_complete`). ``resume``: continue the interrupted chains of an existing store instead
+    (:func:`~bayespeft.sgmcmc.runner.run_chains` with ``resume=True``).
     """
     sc = sc if sc is not None else sampler_config(cfg)
     run_dir = Path(run_dir)
     label = label or sc.sampler
     store = SampleStore(store_dir if store_dir is not None else run_dir / "samples", metadata={"label": label})
-    if len(store):
+    if len(store) and not resume:
         raise ValueError(f"the sample store {store.root} already holds {len(store)} samples; sample into a new "
                          "run directory (or evaluate the existing store with `bayespeft evaluate --samples`)")
     t0 = time.perf_counter()
     # the probe scalars (log-likelihood, per-point true-class probabilities) are taken on fixed *test* points
     probe = probe_batch(built.loaders.test, sc.probe_size)
-    res = run_chains(built.model, built.loaders.train, sc, store=store, probe=probe, show_progress=show_progress)
+    res = run_chains(built.model, built.loaders.train, sc, store=store, probe=probe, show_progress=show_progress,
+                     resume=resume)
     sample_s = time.perf_counter() - t0
+    completeness = check_complete(store)
     diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
     evaluated = evaluate_store(cfg, built, run_dir, store, label, {"train_time_s": sample_s, "epochs": sc.epochs})
     return {
@@ -193,6 +217,7 @@ def sample_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: str | Path
         "single_sample": evaluated["single_sample"], "n_samples": evaluated["n_samples"],
         "chains": [vars(r) for r in res.chains], "diverged": diag["diverged"], "verdict": diag["verdict"],
         "verdict_text": diag["verdict_text"], "sample_time_s": sample_s, "store": str(store.root),
+        "completeness": completeness, **({"resumed": True} if resume else {}),
     }
 
 
@@ -209,17 +234,22 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     return resolve_device(cfg.train.device)
 
 
-def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
+def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
+               resume: str | Path | None = None) -> dict[str, Any]:
     """``bayespeft sample``: MAP warm start (``checkpoint``, or train one), chains, diagnostics, MAP vs sample vs
     ensemble table. Returns ``{"run_dir", "table", "verdict" (text), "diverged", "metrics"...}``.
 
     Without ``checkpoint`` the MAP is trained first (``bayespeft train``'s code path, its rows and checkpoint) and
     the samples go into that same run directory; with one, a new run directory is created. ``metrics.json`` holds
-    the MAP metrics, the ``sgmcmc`` results and (when trained here) the training summary. If every chain diverged,
-    ``metrics.json`` and ``diagnostics.json`` are still written, then :class:`NoSamplesError` says so.
+    the MAP metrics (written before sampling starts), then the ``sgmcmc`` results and (when trained here) the
+    training summary. If every chain diverged, ``metrics.json`` and ``diagnostics.json`` are still written, then
+    :class:`NoSamplesError` says so. ``resume``: the run directory of an interrupted ``bayespeft sample`` of this
+    config, continued by :func:`resume_sample_run`.
     """
     sc = sampler_config(cfg)
     cfg = cfg.model_copy(update={"sgmcmc": sc})
+    if resume is not None:
+        return resume_sample_run(cfg, resume, checkpoint)
     metrics: dict[str, Any]
     if checkpoint is None:
         from .train import train_model
@@ -236,9 +266,14 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
+    io.write_json(run_dir / "metrics.json", metrics)  # the MAP results survive an interrupted sampling run
     SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
+    return _sample_into(cfg, built, run_dir, metrics, resume=False)
+
+
+def _sample_into(cfg: ExperimentConfig, built: Built, run_dir: Path, metrics: dict[str, Any], resume: bool) -> dict[str, Any]:
     try:
-        res = sample_and_evaluate(cfg, built, run_dir, sc, show_progress=cfg.train.progress)
+        res = sample_and_evaluate(cfg, built, run_dir, cfg.sgmcmc, show_progress=cfg.train.progress, resume=resume)
     except NoSamplesError:
         store = SampleStore(run_dir / "samples")
         metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
@@ -250,6 +285,80 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
             "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
 
 
+#: config keys that do not change what a run computes (a resume may differ in them)
+RESUME_IGNORED = ("train.progress",)
+
+
+def config_differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    """``"key: run has A, config has B"`` for every dotted key whose value differs between two config dumps."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        out = []
+        for k in sorted(set(recorded) | set(current), key=str):
+            key = f"{prefix}{k}"
+            if key in RESUME_IGNORED:
+                continue
+            if k not in recorded or k not in current:
+                out.append(f"{key}: {'only in the config' if k in current else 'only in the run'}")
+            else:
+                out += config_differences(recorded[k], current[k], key + ".")
+        return out
+    return [] if recorded == current else [f"{prefix[:-1]}: run has {recorded!r}, config has {current!r}"]
+
+
+def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """``bayespeft sample CONFIG --resume RUN_DIR``: continue an interrupted sampling run bit-exactly.
+
+    ``run_dir`` must hold the sample store of a ``bayespeft sample`` run of this same config (any difference is an
+    error naming the keys); its MAP warm start is the one the run recorded (``checkpoint``, when given, must be it).
+    Finished chains are kept, the others continue from their last kept sample (:func:`run_chains` with
+    ``resume=True``), then the run is diagnosed and evaluated as an uninterrupted one would be (same samples, same
+    table; the MAP rows are those recorded before sampling). A store that is complete and already evaluated leaves
+    nothing to do: the result then only has ``run_dir`` and ``nothing_to_do`` (a message).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {run_dir}: no such run directory; pass the directory an interrupted "
+                                "`bayespeft sample` printed or created under output.root")
+    store_dir = run_dir / "samples"
+    if not (store_dir / INDEX).is_file():
+        raise FileNotFoundError(
+            f"--resume {run_dir}: no SG-MCMC sample store in it ({store_dir / INDEX} is missing), so no sampling to "
+            f"continue. If `bayespeft sample` was stopped while training the MAP, finish that with `bayespeft train "
+            f"CONFIG --resume {run_dir}`, then sample with `bayespeft sample CONFIG --checkpoint {run_dir}`")
+    store = SampleStore(store_dir)
+    recorded = store.metadata.get("config")
+    if recorded is None or "plan" not in store.metadata:
+        raise ValueError(f"--resume {run_dir}: the sample store records no config or no sampling plan (written by an "
+                         "older bayespeft, or not by `bayespeft sample`), so it cannot be resumed; evaluate it with "
+                         "`bayespeft evaluate --samples` or start a new run without --resume")
+    diffs = config_differences(recorded, cfg.model_dump(mode="json"))
+    if diffs:
+        more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        raise ValueError(f"--resume {run_dir}: the run was sampled with a different config: {'; '.join(diffs[:4])}"
+                         f"{more}. Resume with the run's own config ({run_dir / 'config.yaml'}), or drop --resume to "
+                         "start a new run")
+    ckpt = Path(store.metadata["checkpoint"])
+    if checkpoint is not None and Path(checkpoint).resolve() != ckpt.resolve():
+        raise ValueError(f"--resume {run_dir}: the run was warm-started from {ckpt}, not {checkpoint}; drop "
+                         "--checkpoint (a resumed run always uses its own warm start)")
+    metrics: dict[str, Any] = {}
+    if (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    done = store.completeness()["complete"] and "error" not in metrics.get("sgmcmc", {"error": 1})
+    if done:
+        counts = {c: len(store.indices(c)) for c in store.chains()}
+        return {"run_dir": str(run_dir), "nothing_to_do": (
+            f"nothing to resume in {run_dir}: every chain finished (draws per chain: {counts}) and metrics.json holds "
+            f"the results; to evaluate the samples again run `bayespeft evaluate CONFIG --checkpoint {ckpt} "
+            f"--samples {run_dir}`")}
+    built = build(cfg)
+    load_checkpoint_into(built, ckpt)
+    built.model.to(_device(cfg))
+    if "map" not in metrics:  # stopped before the MAP results were written
+        metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir), "checkpoint": str(ckpt)}
+    return _sample_into(cfg, built, run_dir, metrics, resume=True)
+
+
 def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path) -> dict[str, Any]:
     """``bayespeft evaluate --samples``: MAP vs single sample vs ensemble from an existing store (no sampling).
 
@@ -259,6 +368,7 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     "<label>-sample": {...}, "<label>-ensemble": {...}, "verdict", "diverged", ...}``.
     """
     store = SampleStore(resolve_store(samples_dir))
+    completeness = check_complete(store)
     recorded = store.metadata.get("sampler")
     sc = SamplerConfig.model_validate(recorded) if recorded else sampler_config(cfg)
     label = store.metadata.get("label", sc.sampler)
@@ -272,7 +382,8 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
                "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
-                          "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"]}}
+                          "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"],
+                          "completeness": completeness}}
     io.write_json(run_dir / "metrics.json", metrics)
     return {"run_dir": str(run_dir), "table": _table(map_metrics, label, ev["single"], ev["ensemble"]),
             "verdict": diag["verdict_text"], "diverged": diag["diverged"], **metrics}

@@ -34,8 +34,9 @@ from .config import SamplerConfig
 from .model import model_log_prob, trainable_params
 from .probe import ProbeDiagnostics, probe_batch
 from .registry import build
+from .resume import capture_rng, chain_state, read_info, restore_chain_state, restore_rng
 from .schedules import Schedule, build_schedule
-from .store import SampleStore
+from .store import FINISHED, SampleStore
 
 
 @dataclass
@@ -118,34 +119,72 @@ class ChainWalker:
         """Read the finiteness flag (one device sync) before a kept sample, periodically and at the end."""
         return keep or step % self.cfg.divergence_check_every == 0 or step == self.total
 
-    def batches(self):
-        for _epoch in range(self.cfg.epochs):
-            yield from self.loader
+    def expected_draws(self) -> int:
+        """Samples one chain keeps when it runs to the end without diverging."""
+        return sum(self.keep(step, step - 1) for step in range(1, self.total + 1))
 
-    def run(self, chain: int, theta0: dict[str, torch.Tensor]) -> ChainReport:
+    def save(self, chain: int, state: SGMCMCState, status: str, rep: ChainReport, epoch: int, consumed: int,
+             epoch_rng: dict[str, Any]) -> None:
+        """Write the chain's resume state: sampler state, position (epoch, batches consumed in it), the RNGs at the
+        start of that epoch and now. The parameters are not written again: a resume point is the chain's start
+        (parameters: :func:`initial_params`) or right after a kept sample (parameters: that sample)."""
+        info = {"chain": chain, "seed": rep.seed, "status": status, "draws": rep.n_samples, "epoch": epoch,
+                "consumed": consumed, "diverged_at": rep.diverged_at, "reason": rep.reason}
+        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": capture_rng(self.loader)})
+        self.store.save_chain_state(chain, tensors, meta)
+
+    def run(self, chain: int, theta0: dict[str, torch.Tensor], saved: dict[str, Any] | None = None) -> ChainReport:
+        """Run chain ``chain`` from ``theta0``, or continue it from ``saved`` (a :func:`.resume.read_info` dict with
+        its ``"tensors"``): the sampler state is restored, the epoch's RNGs are put back, the batches of that epoch
+        it had consumed are drawn again (same order, same augmentation) and skipped, then the RNGs are set to what
+        they were right after the saved step."""
         seed = self.cfg.seed + chain
         state: SGMCMCState = self.sampler.init(theta0, seed=seed)
         rep = ChainReport(chain=chain, seed=seed, steps=0, n_samples=0)
+        first_epoch, skip = 0, 0
+        if saved is not None:
+            last = self.store.indices(chain)[-1] if saved["draws"] else None
+            restore_chain_state(state, saved["tensors"], saved["step"],
+                                None if last is None else self.store.load(last, device=self.device))
+            rep.n_samples, first_epoch, skip = saved["draws"], saved["epoch"], saved["consumed"]
+            restore_rng(saved["rngs"]["epoch"], self.loader)
         ok = torch.ones((), dtype=torch.bool, device=self.device)
-        bar = iter(progress(range(self.total), desc=f"{self.cfg.sampler} chain {chain}", total=self.total,
-                            enabled=self.show_progress))
-        for batch in self.batches():
-            next(bar, None)
-            t = state.step
-            state = self.sampler.step(state, to_device(batch, self.device))
-            ok &= torch.isfinite(state.log_prob)
-            keep = self.keep(state.step, t)
-            if keep:
-                ok &= torch.isfinite(torch.stack(torch._foreach_norm(state.leaves))).all()
-            if self.check_due(state.step, keep) and not bool(ok):
-                rep.diverged, rep.diverged_at, rep.reason = True, state.step, DIVERGED
-                self.store.mark_diverged(chain, state.step, DIVERGED)
+        bar = iter(progress(range(state.step, self.total), desc=f"{self.cfg.sampler} chain {chain}",
+                            total=self.total - state.step, enabled=self.show_progress))
+        epoch, consumed, epoch_rng = first_epoch, skip, capture_rng(self.loader)
+        if saved is None:
+            self.save(chain, state, "running", rep, epoch, consumed, epoch_rng)
+        for epoch in range(first_epoch, self.cfg.epochs):
+            if epoch > first_epoch:
+                epoch_rng = capture_rng(self.loader)
+            batches, consumed = iter(self.loader), 0
+            if epoch == first_epoch and skip:
+                for _ in range(skip):
+                    next(batches)
+                consumed = skip
+                restore_rng(saved["rngs"]["now"], self.loader)
+            for batch in batches:
+                next(bar, None)
+                consumed += 1
+                t = state.step
+                state = self.sampler.step(state, to_device(batch, self.device))
+                ok &= torch.isfinite(state.log_prob)
+                keep = self.keep(state.step, t)
+                if keep:
+                    ok &= torch.isfinite(torch.stack(torch._foreach_norm(state.leaves))).all()
+                if self.check_due(state.step, keep) and not bool(ok):
+                    rep.diverged, rep.diverged_at, rep.reason = True, state.step, DIVERGED
+                    self.store.mark_diverged(chain, state.step, DIVERGED)
+                    break
+                if keep:
+                    params = {k: v.detach() for k, v in state.params.items()}
+                    self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
+                    rep.n_samples += 1
+                    self.save(chain, state, "running", rep, epoch, consumed, epoch_rng)
+            if rep.diverged:
                 break
-            if keep:
-                params = {k: v.detach() for k, v in state.params.items()}
-                self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
-                rep.n_samples += 1
         rep.steps = state.step
+        self.save(chain, state, "diverged" if rep.diverged else "done", rep, epoch, consumed, epoch_rng)
         return rep
 
 
@@ -159,20 +198,25 @@ def convergence(store: SampleStore, cfg: SamplerConfig) -> tuple[dict[str, Any],
 
 def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int | None = None, *,
                store: SampleStore | str, probe: Any = None, n_data: int | None = None,
-               chain_ids: list[int] | None = None, show_progress: bool | None = None) -> ChainsResult:
+               chain_ids: list[int] | None = None, show_progress: bool | None = None,
+               resume: bool = False) -> ChainsResult:
     """Run ``n_chains`` (default ``cfg.n_chains``) chains; return per-chain reports, diagnostics and the verdict.
 
     ``n_data`` defaults to ``len(train_loader.dataset)``; ``probe`` (one batch) defaults to the first
     ``cfg.probe_size`` training examples. ``chain_ids`` (default ``range(n_chains)``) names the chains to run, so
     chains can be run by separate calls / processes into one store; chain ``c`` uses seed ``cfg.seed + c``.
     The diagnostics and verdict cover every non-diverged chain in the store.
+
+    ``resume``: continue an interrupted run in ``store`` (same model, loader and ``cfg``): finished chains are
+    skipped, the others continue from their last resume state (samples kept after it are dropped and drawn again),
+    chains that never started start with the RNGs the previous chain ended with. The samples are bit-identical to
+    an uninterrupted run's (on the same device, with ``num_workers = 0``).
     """
     n_chains = cfg.n_chains if n_chains is None else int(n_chains)
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
     chain_ids = list(range(n_chains)) if chain_ids is None else [int(c) for c in chain_ids]
     store = store if isinstance(store, SampleStore) else SampleStore(store)
-    store.update_metadata({"sampler": cfg.model_dump()})
     total, burn_in = step_counts(cfg, len(train_loader))
     n_data = len(train_loader.dataset) if n_data is None else int(n_data)
     schedule = chain_schedule(cfg, total)
@@ -183,7 +227,36 @@ def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int
                                 n_projections=cfg.n_projections, seed=cfg.seed)
     walker = ChainWalker(sampler, schedule, cfg, train_loader, store, probe_fn, next(model.parameters()).device,
                          total, burn_in, show_progress)
+    # chains asked of this store: range(n_chains) and any chain run into it (also by other calls / processes)
+    asked = sorted(set(store.metadata.get("plan", {}).get("chains", [])) | set(range(n_chains)) | set(chain_ids))
+    store.update_metadata({"sampler": cfg.model_dump(), "plan": {
+        "chains": asked, "draws_per_chain": walker.expected_draws(), "steps_per_chain": total}})
+    saved = resume_states(store, chain_ids) if resume else {c: None for c in chain_ids}
+    if not resume and any(store.indices(c) for c in chain_ids):
+        raise ValueError(f"the sample store {store.root} already holds samples of chain(s) "
+                         f"{[c for c in chain_ids if store.indices(c)]}; pass resume=True to continue them")
+    reports = []
     with eval_mode(model):
-        reports = [walker.run(c, initial_params(cfg, map_params, c)) for c in chain_ids]
+        for c in chain_ids:
+            st = saved[c]
+            if st is not None and st["status"] in FINISHED:
+                reports.append(ChainReport(c, st["seed"], st["step"], st["draws"], st["status"] == "diverged",
+                                           st.get("diverged_at"), st.get("reason")))
+                restore_rng(st["rngs"]["now"], train_loader)  # the next chain starts where this one ended
+                continue
+            reports.append(walker.run(c, initial_params(cfg, map_params, c), st))
     arrays, v = convergence(store, cfg)
     return ChainsResult(store=store, chains=reports, verdict=v, diagnostics=arrays)
+
+
+def resume_states(store: SampleStore, chain_ids: list[int]) -> dict[int, dict[str, Any] | None]:
+    """Each chain's saved resume state (``None``: never started), with the store cut back to match them: draws a
+    chain kept after its last resume state (a crash between the two writes) are dropped and will be drawn again."""
+    saved: dict[int, dict[str, Any] | None] = {}
+    for c in chain_ids:
+        loaded = store.load_chain_state(c)
+        saved[c] = None if loaded is None else {**read_info(*loaded), "tensors": loaded[0]}
+    keep = {c: len(store.indices(c)) for c in store.chains() if c not in saved}
+    keep.update({c: (0 if st is None else int(st["draws"])) for c, st in saved.items()})
+    store.truncate(keep)
+    return saved

@@ -8,11 +8,18 @@ Layout of a store directory::
                                     #  written after its tensor file is in place
     diagnostics.jsonl               # append-only: one JSON line per kept sample: {"chain", "draw", <diagnostic>...}
     chain000/draw000000.safetensors # ONLY the trainable tensors of that sample (names = model parameter names)
+    resume/chain000.safetensors     # resume state of chain 0 (see :mod:`.resume`): sampler state, RNGs, position and
+                                    #  {"status", "draws", ...} as JSON in its metadata; replaced atomically at the
+                                    #  chain's start, after every kept sample and at its end
+
+The index metadata ``plan`` (``{"chains": [...], "draws_per_chain": D, "steps_per_chain": T}``) records what was
+asked, so that :meth:`SampleStore.completeness` can tell an interrupted store from a finished one.
 
 Each sample is written as soon as it is kept (atomic temp file + rename, then one appended line), so memory does
 not grow with the number of samples, keeping a sample costs one safetensors write plus a short append (no index
 rewrite that grows with the store), and iteration loads one sample at a time. Already-written samples stay valid
-if a later chain diverges or the process dies: a partial last line of a ``.jsonl`` file is ignored on reading.
+if a later chain diverges or the process dies: a partial last line of a ``.jsonl`` file is ignored on reading, and
+:meth:`SampleStore.truncate` (run before resuming) drops the lines written after a chain's last resume state.
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import load_tensors, save_tensors, write_json
+from safetensors import safe_open
 
-INDEX, SAMPLES, DIAG = "index.json", "samples.jsonl", "diagnostics.jsonl"
+from ..io import load_tensors, save_tensors, write_json, write_text
+
+INDEX, SAMPLES, DIAG, RESUME = "index.json", "samples.jsonl", "diagnostics.jsonl", "resume"
+#: chain statuses of a resume state that need no more steps
+FINISHED = ("done", "diverged")
 
 
 class SampleStore:
@@ -78,6 +89,64 @@ class SampleStore:
     def mark_diverged(self, chain: int, step: int, reason: str) -> None:
         self.diverged[str(chain)] = {"step": int(step), "reason": reason}
         self._flush()
+
+    def save_chain_state(self, chain: int, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> None:
+        """Replace chain ``chain``'s resume file (one atomic safetensors write: tensors + JSON metadata)."""
+        save_tensors(self.root / RESUME / f"chain{chain:03d}.safetensors", dict(tensors), metadata=dict(metadata))
+
+    def load_chain_state(self, chain: int) -> tuple[dict[str, Tensor], dict[str, str]] | None:
+        """``(tensors, metadata)`` of chain ``chain``'s resume file, or None when the chain never started."""
+        path = self.root / RESUME / f"chain{chain:03d}.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_tensors(path), meta
+
+    def chain_status(self, chain: int) -> dict[str, Any] | None:
+        """The JSON part of chain ``chain``'s resume state (``status``, ``draws``, ``step``, ...), or None."""
+        loaded = self.load_chain_state(chain)
+        if loaded is None or "state" not in loaded[1]:
+            return None
+        return json.loads(loaded[1]["state"])
+
+    def truncate(self, draws: Mapping[int, int]) -> None:
+        """Keep only the first ``draws[c]`` draws of each chain ``c`` (chains not listed keep none) and rewrite the
+        ``.jsonl`` files whole (atomically), which also drops a partial last line left by an interrupted append."""
+        def kept(rec: dict[str, Any]) -> bool:
+            return rec["draw"] < draws.get(rec["chain"], 0)
+
+        self.entries = [e for e in self.entries if kept(e)]
+        diag = [r for r in self.diagnostic_records() if kept(r)]
+        write_text(self.root / SAMPLES, "".join(json.dumps(e) + "\n" for e in self.entries))
+        write_text(self.root / DIAG, "".join(json.dumps(r) + "\n" for r in diag))
+        self._draws = {}
+        for e in self.entries:
+            self._draws[e["chain"]] = max(self._draws.get(e["chain"], 0), e["draw"] + 1)
+
+    def completeness(self) -> dict[str, Any]:
+        """What was asked (index metadata ``plan``) against what the store holds.
+
+        Returns ``{"chains_asked", "chains_present", "draws_per_chain_asked", "draws_present": {chain: n},
+        "unfinished": [chains that neither finished nor diverged], "complete": bool}``. A chain is finished when
+        its resume state says so (``done`` / ``diverged``), when it is marked diverged, or (stores without resume
+        states) when it holds the asked number of draws. Without a recorded plan, ``complete`` is None.
+        """
+        plan = self.metadata.get("plan")
+        present = {c: len(self.indices(c)) for c in self.chains()}
+        if not plan:
+            return {"chains_asked": None, "chains_present": sorted(present), "draws_per_chain_asked": None,
+                    "draws_present": present, "unfinished": [], "complete": None}
+        want = int(plan["draws_per_chain"])
+        unfinished = []
+        for c in plan["chains"]:
+            st = self.chain_status(c)
+            finished = (str(c) in self.diverged or (st is not None and st.get("status") in FINISHED)
+                        or (st is None and present.get(c, 0) >= want and want > 0))
+            if not finished:
+                unfinished.append(c)
+        return {"chains_asked": list(plan["chains"]), "chains_present": sorted(present), "draws_per_chain_asked": want,
+                "draws_present": present, "unfinished": unfinished, "complete": not unfinished}
 
     def _flush(self) -> None:
         write_json(self.root / INDEX, {"version": 2, "metadata": self.metadata, "diverged": self.diverged})
