@@ -200,6 +200,31 @@ def _list(p):
     p.set_defaults(run=run)
 
 
+@command("sweep", "run a study: a sweep file crossing config keys (axes), with cases, stages and a resumable store")
+def _sweep(p):
+    p.add_argument("sweep", help="sweep YAML file (base:, axes:, cases:, exclude:, stages:, resources:)")
+    p.add_argument("--validate-only", action="store_true", help="validate every run; list each bad run with its errors")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (count, ids, what differs, status); run nothing")
+    p.add_argument("--max-experiments", type=int, metavar="N", help="run at most N pending runs, then stop")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (this process) or ray")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--retry-failed", action="store_true", help="put the failed runs back to pending and rerun them")
+    p.add_argument("--force", action="store_true", help="use a sweep directory made by a different sweep file")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweeps/<sweep name>)")
+
+    def run(args):
+        from .experiments.sweep.command import SweepOptions, run_sweep
+
+        out = run_sweep(args.sweep, SweepOptions(
+            validate_only=args.validate_only, dry_run=args.dry_run, max_experiments=args.max_experiments,
+            executor=args.executor, address=args.address, retry_failed=args.retry_failed, force=args.force,
+            out=args.out))
+        if out["counts"] and out["counts"]["failed"]:
+            raise SystemExit(1)
+
+    p.set_defaults(run=run)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from . import __version__
 
