@@ -225,6 +225,33 @@ def _sweep(p):
     p.set_defaults(run=run)
 
 
+@command("report", "statistics, plots and a Markdown report of a sweep: mean ± t-interval over seeds, paired tests")
+def _report(p):
+    p.add_argument("sweep_dir", help="a sweep directory (the --out of `bayespeft sweep`)")
+    p.add_argument("--metrics", help="comma-separated metrics (default: acc@1,acc@5,f1,nll,ece,brier,tuned_%%,"
+                   "time_per_epoch_s,throughput,peak_memory_mb)")
+    p.add_argument("--by", default="model,dataset,method,rank",
+                   help="grouping keys: model, dataset, method, rank, seed, sampler, lr or dotted config keys")
+    p.add_argument("--compare", default="acc@1,ece", help="metrics of the paired method comparisons")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--out", metavar="DIR", help="report directory (default SWEEP_DIR/report)")
+
+    def run(args):
+        from .experiments.sweep.report import METRICS, ReportOptions, build_report
+
+        split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+        doc = build_report(args.sweep_dir, ReportOptions(
+            metrics=split(args.metrics) if args.metrics else METRICS, by=split(args.by), compare=split(args.compare),
+            plots=not args.no_plots, out=args.out))
+        out = args.out or f"{args.sweep_dir}/report"
+        for row in doc["literature"]:
+            print(f"literature {row['reference']}: published {row['published']} {row['interval'] or ''}, "
+                  f"measured {row['measured']} over {row['runs']} run(s): {row['verdict']}")
+        print(f"{doc['n_records']} records from {doc['counts']['done']} done runs; report: {out}/report.md")
+
+    p.set_defaults(run=run)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from . import __version__
 
