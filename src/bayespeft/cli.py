@@ -211,6 +211,8 @@ def _sweep(p):
     p.add_argument("--retry-failed", action="store_true", help="put the failed runs back to pending and rerun them")
     p.add_argument("--force", action="store_true", help="use a sweep directory made by a different sweep file")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweeps/<sweep name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the base config(s), e.g. --set data.root=/data (repeatable)")
 
     def run(args):
         from .experiments.sweep.command import SweepOptions, run_sweep
@@ -218,7 +220,7 @@ def _sweep(p):
         out = run_sweep(args.sweep, SweepOptions(
             validate_only=args.validate_only, dry_run=args.dry_run, max_experiments=args.max_experiments,
             executor=args.executor, address=args.address, retry_failed=args.retry_failed, force=args.force,
-            out=args.out))
+            out=args.out, overrides=tuple(args.overrides)))
         if out["counts"] and out["counts"]["failed"]:
             raise SystemExit(1)
 

@@ -37,6 +37,7 @@ class SweepOptions:
     retry_failed: bool = False
     force: bool = False
     out: str | None = None
+    overrides: tuple[str, ...] = ()
     heartbeat_s: float | None = None
     stale_after_s: float | None = None
 
@@ -47,7 +48,7 @@ def sweep_dir(spec: SweepSpec, out: str | None) -> Path:
 
 def fingerprint(spec: SweepSpec) -> dict[str, Any]:
     """What makes two sweep files "the same sweep": the file as written and the base config it resolves to."""
-    return json.loads(json.dumps({"sweep": spec.document, "base": spec.base_raw}, sort_keys=True, default=str))
+    return json.loads(json.dumps({"sweep": spec.document, "base": spec.bases}, sort_keys=True, default=str))
 
 
 def _short(v: Any, n: int = 160) -> str:
@@ -64,6 +65,12 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 where = f"{k}" if part == "sweep" else f"base config {k}"
                 out.append(f"{where}: {_short(a.get(k))} -> {_short(b.get(k))}")
     return out
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Column headers: the last part of each dotted key, the whole key where two would read the same."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
 def plan_rows(plan: Plan, status: dict[str, str]) -> list[dict[str, Any]]:
@@ -109,7 +116,7 @@ def print_plan(plan: Plan, directory: Path, stream: Any = None) -> None:
         for line in describe_difference(fp, fingerprint(plan.spec)):
             print(f"  {line}", file=stream)
     cols = ["id", *plan.varying_keys(), "status"]
-    print(format_table(rows, cols, headers={k: k.split(".")[-1] for k in cols}), file=stream)
+    print(format_table(rows, cols, headers=short_names(cols)), file=stream)
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -166,7 +173,7 @@ def run_sweep(path: str | Path, opts: SweepOptions | None = None, stream: Any = 
     """The whole command; returns ``{"dir", "counts", "executed", "plan"}`` (``executed`` None for dry runs)."""
     opts = opts or SweepOptions()
     stream = stream or sys.stdout
-    plan = expand(load_sweep(path))
+    plan = expand(load_sweep(path, opts.overrides))
     directory = sweep_dir(plan.spec, opts.out)
     if opts.validate_only:
         if plan.invalid:

@@ -54,6 +54,7 @@ class PlannedRun:
     stages: list[Stage]
     errors: list[str] = field(default_factory=list)
     combinations: int = 1
+    base: str = ""
 
     def config_json(self) -> dict[str, Any]:
         return self.config.model_dump(mode="json") if self.config is not None else self.raw
@@ -73,7 +74,7 @@ class Plan:
     def varying_keys(self) -> list[str]:
         """Dotted keys whose value differs between runs: the axes, then keys set by cases (in order)."""
         keys = list(self.spec.axes) + [k for c in self.spec.cases for k in c.set if k not in self.spec.axes]
-        out = []
+        out = ["base"] if len(self.spec.bases) > 1 else []
         for k in dict.fromkeys(keys):
             vals = {json.dumps(_plain(get_key(r.config_json(), k)), sort_keys=True, default=str) for r in self.runs}
             if len(vals) > 1:
@@ -82,17 +83,18 @@ class Plan:
 
     def differs(self, run: PlannedRun) -> dict[str, Any]:
         """What distinguishes ``run``: its value of every varying key (``None`` where its method does not read it)."""
-        return {k: _plain(get_key(run.config_json(), k)) for k in self.varying_keys()}
+        return {k: run.base if k == "base" else _plain(get_key(run.config_json(), k)) for k in self.varying_keys()}
 
 
 def _plain(v: Any) -> Any:
     return None if v is MISSING else v
 
 
-def matches(raw: dict, rule: dict[str, list[Any]]) -> bool:
-    """Whether every key of ``rule`` has one of its values in ``raw`` (unset keys at their schema default)."""
+def matches(raw: dict, rule: dict[str, list[Any]], base: str | None = None) -> bool:
+    """Whether every key of ``rule`` has one of its values in ``raw`` (unset keys at their schema default);
+    the key ``base`` matches the label of the run's base config."""
     for key, accepted in rule.items():
-        v = value_of(raw, key)
+        v = base if key == "base" else value_of(raw, key)
         if v is MISSING or not any(same_value(v, a) for a in accepted):
             return False
     return True
@@ -162,8 +164,9 @@ def _apply_cases(raw: dict, cases: list[Case], conflicts: dict, combo_desc: str)
 
 def expand(spec: SweepSpec) -> Plan:
     """The runs of ``spec`` (see the module docstring); raises :class:`SweepError` for sweep-level errors."""
-    axis_keys = list(spec.axes)
-    combos = list(itertools.product(*spec.axes.values())) if axis_keys else [()]
+    axes_all = ({"base": list(spec.bases)} if len(spec.bases) > 1 else {}) | spec.axes
+    axis_keys = list(axes_all)
+    combos = list(itertools.product(*axes_all.values())) if axis_keys else [()]
     case_hits = [0] * len(spec.cases)
     excl_hits = [0] * len(spec.exclude)
     conflicts: dict[tuple[int, int, str], tuple[Any, Any, str]] = {}
@@ -172,21 +175,24 @@ def expand(spec: SweepSpec) -> Plan:
     for combo in combos:
         axes = dict(zip(axis_keys, combo))
         desc = ", ".join(f"{k}={v}" for k, v in axes.items()) or "the base config"
-        raw = copy.deepcopy(spec.base_raw)
+        label = axes.get("base", next(iter(spec.bases)))
+        raw = copy.deepcopy(spec.bases[label])
         for k, v in axes.items():
-            set_key(raw, k, v)
-        hit = [i for i, e in enumerate(spec.exclude) if matches(raw, e)]
+            if k != "base":
+                set_key(raw, k, v)
+        hit = [i for i, e in enumerate(spec.exclude) if matches(raw, e, label)]
         if hit:
             for i in hit:
                 excl_hits[i] += 1
             n_excluded += 1
             continue
         drop_unread_options(raw)
-        matching = [c for c in spec.cases if matches(raw, c.when)]
+        matching = [c for c in spec.cases if matches(raw, c.when, label)]
         for c in matching:
             case_hits[c.index] += 1
         _apply_cases(raw, matching, conflicts, desc)
         run = _resolve(spec, raw, axes, [c.index for c in matching], desc)
+        run.base = label
         if run.id in runs:
             runs[run.id].combinations += 1
         else:

@@ -62,6 +62,9 @@ def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
     out = []
     for name in by:
         key = ALIASES.get(name, name)
+        if key == "base":  # the label of the base config, in sweeps with several bases
+            out.append((name, key))
+            continue
         msg = check_key(key)
         if msg:
             raise ValueError(f"--by {name}: {msg}; short names: {', '.join(ALIASES)}")
@@ -77,7 +80,7 @@ def load_records(store: SweepStore, by: list[tuple[str, str]]) -> list[dict[str,
         figures = metrics.get("run") or {}
         keys = {}
         for name, key in by:
-            v = get_key(run.config, key)
+            v = run.differs.get("base", MISSING) if key == "base" else get_key(run.config, key)
             keys[name] = None if v is MISSING else v
         seed = get_key(run.config, "train.seed")
         for i, row in enumerate(metrics.get("rows") or []):

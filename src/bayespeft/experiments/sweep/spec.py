@@ -4,6 +4,7 @@ A sweep file is one small YAML file::
 
     name: peft-vit-baselines            # optional; default: the file name
     base: ../cifar10/vit.yaml           # an experiment config, relative to this file (its own base: chain applies)
+                                        # or a mapping {label: path}: then `base` is an axis, matched by label
     axes:                               # crossed: one run per combination (any dotted config key)
       model.name: [deit_tiny_patch16_224, deit_small_patch16_224]
       adapter.method: [lora, full]
@@ -42,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from ...config import ConfigError, read_yaml
+from ...config import ConfigError, apply_overrides, read_yaml
 from ...registry import closest
 from .expr import ExpressionError, is_expression, parse
 from .keys import check_key
@@ -92,10 +93,11 @@ class Resources:
 
 @dataclass
 class SweepSpec:
+    """A validated sweep file; ``bases`` maps a label (the file stem for a single base) to its raw config."""
+
     path: Path
     name: str
-    base: Path
-    base_raw: dict
+    bases: dict[str, dict]
     axes: dict[str, list[Any]]
     cases: list[Case]
     exclude: list[dict[str, list[Any]]]
@@ -121,8 +123,10 @@ def _values(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
 
 
-def _check_keys(keys: Any, where: str, errors: list[str]) -> None:
+def _check_keys(keys: Any, where: str, errors: list[str], allow_base: bool = False) -> None:
     for k in keys:
+        if allow_base and k == "base":
+            continue
         msg = check_key(str(k))
         if msg:
             errors.append(f"{where}: {msg}")
@@ -159,8 +163,10 @@ def _parse_stage(item: Any, i: int, errors: list[str]) -> Stage | None:
     return Stage(kind, dict(options), label)
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep file (every problem in one :class:`SweepError`); see the module docstring."""
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read and validate a sweep file (every problem in one :class:`SweepError`); see the module docstring.
+
+    ``overrides`` (``KEY=VALUE``, as ``--set`` of the other commands) apply to every base config."""
     path = Path(path).resolve()
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
@@ -176,16 +182,20 @@ def load_sweep(path: str | Path) -> SweepSpec:
             hint = closest(str(k), list(TOP_KEYS))
             errors.append(f"unknown sweep key {k!r}" + (f" (did you mean {hint!r}?)" if hint else "")
                           + f"; valid keys: {', '.join(TOP_KEYS)}")
-    base_raw: dict = {}
+    bases: dict[str, dict] = {}
     base = doc.get("base")
-    base_path = path.parent / str(base) if base else path
-    if not isinstance(base, str) or not base:
-        errors.append("base: required, the path of an experiment config relative to the sweep file")
-    else:
+    if isinstance(base, str) and base:
+        base = {Path(base).stem: base}
+    if not isinstance(base, dict) or not base or not all(isinstance(v, str) and v for v in base.values()):
+        errors.append("base: required, the path of an experiment config relative to the sweep file, or a mapping "
+                      "{label: path} of several")
+        base = {}
+    for label, rel in base.items():
         try:
-            base_raw = read_yaml(base_path)
+            bases[str(label)] = apply_overrides(read_yaml(path.parent / rel), list(overrides))
         except ConfigError as e:
-            errors.append(f"base: {e}")
+            errors.append(f"base {label}: {e}" if len(base) > 1 else f"base: {e}")
+    multi = len(bases) > 1
 
     axes_doc = doc.get("axes") or {}
     axes: dict[str, list[Any]] = {}
@@ -214,7 +224,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         if not isinstance(when, dict):
             errors.append(f"{where}.when: a mapping of config key -> value or list of values (got {when!r})")
             continue
-        _check_keys(when, f"{where}.when", errors)
+        _check_keys(when, f"{where}.when", errors, allow_base=multi)
         _check_keys(c["set"], f"{where}.set", errors)
         sets: dict[str, Any] = {}
         for k, v in c["set"].items():
@@ -239,7 +249,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         errors.append("exclude: a list of non-empty mappings {key: value or list of values}")
         excl_doc = []
     for i, e in enumerate(excl_doc):
-        _check_keys(e, f"exclude[{i}]", errors)
+        _check_keys(e, f"exclude[{i}]", errors, allow_base=multi)
         exclude.append({str(k): _values(v) for k, v in e.items()})
 
     stages: list[Stage] = []
@@ -284,4 +294,4 @@ def load_sweep(path: str | Path) -> SweepSpec:
     name = str(doc.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SweepError(f"invalid sweep file {path}:\n  - name: letters, digits, '_', '.', '-' only (got {name!r})")
-    return SweepSpec(path, name, base_path.resolve(), base_raw, axes, cases, exclude, stages, resources, doc)
+    return SweepSpec(path, name, bases, axes, cases, exclude, stages, resources, doc)
