@@ -16,6 +16,7 @@ from pathlib import Path
 
 import bayespeft
 from bayespeft.experiments.sweep.command import SweepOptions, run_sweep
+from bayespeft.experiments.sweep.report import PREDICTIVE_METRICS, ReportOptions, build_report
 from bayespeft.experiments.sweep.store import SweepStore
 
 from .conftest import BASE
@@ -92,3 +93,8 @@ def test_sigkill_then_two_resuming_processes(sweep_file, tmp_path):
     assert len({(r["run"], r["posterior"], r["split"]) for r in rows}) == 3
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 4 and len(set(csv_lines)) == 4
+    # the final report equals the uninterrupted sweep's (timings aside, which are measured, not computed)
+    opts = ReportOptions(metrics=[*PREDICTIVE_METRICS, "tuned_%"], plots=False)
+    killed, reference = build_report(out, opts), build_report(ref, opts)
+    for key in ("summary", "comparisons", "literature", "counts"):
+        assert killed[key] == reference[key], key
