@@ -38,6 +38,7 @@ output: {{reliability_plots: false}}
 
 
 def write(tmp: Path, seeds: list[int], epochs: int, cpus: float = 1) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "base.yaml").write_text(BASE.format(epochs=epochs))
     path = tmp / "sweep.yaml"
     path.write_text(f"base: base.yaml\naxes: {{train.seed: {seeds}}}\nresources: {{cpus: {cpus}}}\n")
