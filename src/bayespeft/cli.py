@@ -220,6 +220,60 @@ def _list(p):
     p.set_defaults(run=run)
 
 
+@command("sweep", "run a study: a sweep file crossing config keys (axes), with cases, stages and a resumable store")
+def _sweep(p):
+    p.add_argument("sweep", help="sweep YAML file (base:, axes:, cases:, exclude:, stages:, resources:)")
+    p.add_argument("--validate-only", action="store_true", help="validate every run; list each bad run with its errors")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (count, ids, what differs, status); run nothing")
+    p.add_argument("--max-experiments", type=int, metavar="N", help="run at most N pending runs, then stop")
+    p.add_argument("--executor", choices=["local", "ray"], default="local", help="local (this process) or ray")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--retry-failed", action="store_true", help="put the failed runs back to pending and rerun them")
+    p.add_argument("--force", action="store_true", help="use a sweep directory made by a different sweep file")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweeps/<sweep name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of the base config(s), e.g. --set data.root=/data (repeatable)")
+
+    def run(args):
+        from .experiments.sweep.command import SweepOptions, run_sweep
+
+        out = run_sweep(args.sweep, SweepOptions(
+            validate_only=args.validate_only, dry_run=args.dry_run, max_experiments=args.max_experiments,
+            executor=args.executor, address=args.address, retry_failed=args.retry_failed, force=args.force,
+            out=args.out, overrides=tuple(args.overrides)))
+        if out["counts"] and out["counts"]["failed"]:
+            raise SystemExit(1)
+
+    p.set_defaults(run=run)
+
+
+@command("report", "statistics, plots and a Markdown report of a sweep: mean ± t-interval over seeds, paired tests")
+def _report(p):
+    p.add_argument("sweep_dir", help="a sweep directory (the --out of `bayespeft sweep`)")
+    p.add_argument("--metrics", help="comma-separated metrics (default: acc@1,acc@5,f1,nll,ece,brier,tuned_%%,"
+                   "time_per_epoch_s,throughput,peak_memory_mb)")
+    p.add_argument("--by", default="model,dataset,method,rank",
+                   help="grouping keys: model, dataset, method, rank, seed, sampler, lr or dotted config keys")
+    p.add_argument("--compare", default="acc@1,ece", help="metrics of the paired method comparisons")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--out", metavar="DIR", help="report directory (default SWEEP_DIR/report)")
+
+    def run(args):
+        from .experiments.sweep.report import METRICS, ReportOptions, build_report
+
+        split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
+        doc = build_report(args.sweep_dir, ReportOptions(
+            metrics=split(args.metrics) if args.metrics else METRICS, by=split(args.by), compare=split(args.compare),
+            plots=not args.no_plots, out=args.out))
+        out = args.out or f"{args.sweep_dir}/report"
+        for row in doc["literature"]:
+            print(f"literature {row['reference']}: published {row['published']} {row['interval'] or ''}, "
+                  f"measured {row['measured']} over {row['runs']} run(s): {row['verdict']}")
+        print(f"{doc['n_records']} records from {doc['counts']['done']} done runs; report: {out}/report.md")
+
+    p.set_defaults(run=run)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from . import __version__
 

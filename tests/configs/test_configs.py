@@ -17,13 +17,15 @@ from bayespeft.config import ExperimentConfig, load_config, read_yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FRAGMENT_DIRS = ("defaults", "overlays")
+#: sweep files and their bases are checked by tests/sweep/test_study_configs.py
+SWEEPS = CONFIGS / "sweeps"
 
 
 def is_fragment(path: Path) -> bool:
     return any(part in FRAGMENT_DIRS for part in path.relative_to(CONFIGS).parts)
 
 
-ALL = sorted(CONFIGS.rglob("*.yaml"))
+ALL = sorted(p for p in CONFIGS.rglob("*.yaml") if SWEEPS not in p.parents)
 EXPERIMENTS = [p for p in ALL if not is_fragment(p)]
 TINY = [p for p in EXPERIMENTS if p.relative_to(CONFIGS).parts[0] == "tiny"]
 FULL = [p for p in EXPERIMENTS if p not in TINY]

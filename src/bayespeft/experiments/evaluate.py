@@ -12,11 +12,11 @@ from ..config import ExperimentConfig
 from .run import build, evaluate_map, load_checkpoint_into, start_run
 
 
-def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path) -> dict[str, Any]:
-    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory."""
+def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory (or ``run_dir``)."""
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
-    path = start_run(cfg)
+    path = start_run(cfg, run_dir)
     metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
     io.write_json(path / "metrics.json", metrics)
     return {"run_dir": str(path), **metrics}

@@ -57,8 +57,11 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     return out
 
 
-def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace."""
+def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None,
+                run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace.
+
+    Writes a new run directory, or ``run_dir`` when given (a sweep's stage directory)."""
     upd = {}
     for k, v in (cli or {}).items():
         if v is None:
@@ -70,7 +73,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     cfg = cfg.model_copy(update={"laplace": lc})
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
-    run_dir = start_run(cfg)
+    run_dir = start_run(cfg, run_dir)
     map_metrics = evaluate_map(cfg, built, run_dir)
     lap = fit_and_evaluate(cfg, built, run_dir, lc)
     table = [{"posterior": "map", "split": s, **m} for s, m in map_metrics.items()]

@@ -235,12 +235,13 @@ def _device(cfg: ExperimentConfig) -> torch.device:
 
 
 def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
-               resume: str | Path | None = None) -> dict[str, Any]:
+               resume: str | Path | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
     """``bayespeft sample``: MAP warm start (``checkpoint``, or train one), chains, diagnostics, MAP vs sample vs
     ensemble table. Returns ``{"run_dir", "table", "verdict" (text), "diverged", "metrics"...}``.
 
     Without ``checkpoint`` the MAP is trained first (``bayespeft train``'s code path, its rows and checkpoint) and
-    the samples go into that same run directory; with one, a new run directory is created. ``metrics.json`` holds
+    the samples go into that same run directory; with one, a new run directory is created (or ``run_dir``, when
+    given: a sweep's stage directory). ``metrics.json`` holds
     the MAP metrics (written before sampling starts), then the ``sgmcmc`` results and (when trained here) the
     training summary. If every chain diverged, ``metrics.json`` and ``diagnostics.json`` are still written, then
     :class:`NoSamplesError` says so. ``resume``: the run directory of an interrupted ``bayespeft sample`` of this
@@ -254,14 +255,14 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
     if checkpoint is None:
         from .train import train_model
 
-        trained = train_model(cfg)
+        trained = train_model(cfg, run_dir)
         built, run_dir = trained.built, trained.run_dir
         metrics = dict(trained.metrics)
         ckpt = run_dir / "checkpoint"
     else:
         built = build(cfg)
         load_checkpoint_into(built, checkpoint)
-        run_dir = start_run(cfg)
+        run_dir = start_run(cfg, run_dir)
         built.model.to(_device(cfg))
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)

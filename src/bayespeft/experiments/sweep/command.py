@@ -1,0 +1,220 @@
+"""``bayespeft sweep SWEEP.yaml``: validate, plan, and execute a study; every step can stop early.
+
+* ``--validate-only``: expand and validate every run, list each bad run with its errors (exit 2 if any);
+* ``--dry-run``: the plan (count, a table of run ids, what differs, status in the store) without executing or
+  creating anything;
+* otherwise: open (or create) the sweep directory's store, refuse a directory made by a different sweep file
+  unless ``--force`` (saying what differs), add the new runs, and execute the pending ones (``--max-experiments``,
+  ``--retry-failed``, ``--executor local|ray``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ... import io
+from ...table import format_table
+from .executor import ExecOptions, LocalExecutor, SweepProgress, export_results
+from .expand import Plan, expand
+from .spec import SweepError, SweepSpec, load_sweep
+from .store import STORE_NAME, StoreError, SweepStore, check_store_file
+
+DEFAULT_ROOT = Path("runs") / "sweeps"
+
+
+@dataclass
+class SweepOptions:
+    validate_only: bool = False
+    dry_run: bool = False
+    max_experiments: int | None = None
+    executor: str = "local"
+    address: str | None = None
+    retry_failed: bool = False
+    force: bool = False
+    out: str | None = None
+    overrides: tuple[str, ...] = ()
+    heartbeat_s: float | None = None
+    stale_after_s: float | None = None
+
+
+def sweep_dir(spec: SweepSpec, out: str | None) -> Path:
+    return Path(out) if out else DEFAULT_ROOT / spec.name
+
+
+def fingerprint(spec: SweepSpec) -> dict[str, Any]:
+    """What makes two sweep files "the same sweep": the file as written and the base config it resolves to."""
+    return json.loads(json.dumps({"sweep": spec.document, "base": spec.bases}, sort_keys=True, default=str))
+
+
+def _short(v: Any, n: int = 160) -> str:
+    s = json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for part in ("sweep", "base"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                where = f"{k}" if part == "sweep" else f"base config {k}"
+                out.append(f"{where}: {_short(a.get(k))} -> {_short(b.get(k))}")
+    return out
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Column headers: the last part of each dotted key, the whole key where two would read the same."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def plan_rows(plan: Plan, status: dict[str, str]) -> list[dict[str, Any]]:
+    keys = plan.varying_keys()
+    rows = []
+    for r in plan.runs:
+        d = plan.differs(r)
+        rows.append({"id": r.id, **{k: ("-" if d[k] is None else d[k]) for k in keys},
+                     "status": status.get(r.id, "new") if not r.errors else "invalid"})
+    return rows
+
+
+def _read_status(directory: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Statuses of the runs in an existing store (read-only; nothing is created), and its fingerprint."""
+    path = directory / STORE_NAME
+    if not path.exists():
+        return {}, None
+    check_store_file(path)
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    try:
+        status = dict(con.execute("SELECT id, status FROM runs").fetchall())
+        fp = con.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
+    finally:
+        con.close()
+    return status, json.loads(fp[0]) if fp else None
+
+
+def print_plan(plan: Plan, directory: Path, stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    status, fp = _read_status(directory)
+    rows = plan_rows(plan, status)
+    methods: dict[str, int] = {}
+    for r in plan.runs:
+        m = (r.config_json().get("adapter") or {}).get("method", "?")
+        methods[m] = methods.get(m, 0) + 1
+    by_method = ", ".join(f"{n} {m}" for m, n in methods.items())
+    print(f"sweep {plan.spec.name}: {len(plan.runs)} runs ({by_method}) from {plan.n_combinations} axis "
+          f"combinations ({plan.n_excluded} excluded, {plan.n_combinations - plan.n_excluded - len(plan.runs)} "
+          f"identical to another run); stages: {', '.join(s.label for s in plan.spec.stages)}", file=stream)
+    print(f"directory: {directory}", file=stream)
+    if fp is not None and fp != fingerprint(plan.spec):
+        print("note: the directory was made by a different sweep file; running needs --force. Differences:", file=stream)
+        for line in describe_difference(fp, fingerprint(plan.spec)):
+            print(f"  {line}", file=stream)
+    cols = ["id", *plan.varying_keys(), "status"]
+    print(format_table(rows, cols, headers=short_names(cols)), file=stream)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print("status: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=stream)
+
+
+def invalid_report(plan: Plan) -> str:
+    lines = [f"{len(plan.invalid)} of {len(plan.runs)} runs of {plan.spec.path} are invalid:"]
+    for r in plan.invalid:
+        what = ", ".join(f"{k}={v}" for k, v in r.axes.items()) or "the base config"
+        lines.append(f"run {r.id} ({what}):")
+        lines.extend(f"    {ln}" for e in r.errors for ln in e.splitlines())
+    return "\n".join(lines)
+
+
+def open_store(plan: Plan, directory: Path, force: bool) -> SweepStore:
+    """Open the store, refusing a directory made by a different sweep file unless ``force``; sync the plan."""
+    store = SweepStore.open(directory)
+    fp_new = fingerprint(plan.spec)
+    fp_old = store.get_meta("fingerprint")
+    if fp_old is not None and fp_old != fp_new:
+        ids = {r.id for r in store.runs(in_plan=False)}
+        planned = {r.id for r in plan.runs}
+        if not force:
+            old_file = store.get_meta("sweep_file")
+            store.close()
+            diff = describe_difference(fp_old, fp_new)
+            raise StoreError(
+                f"{directory} was made by a different sweep file ({old_file}); what differs:\n  " + "\n  ".join(diff)
+                + f"\n  plan: {len(planned - ids)} new runs, {len(ids & planned)} kept (same id, results reused), "
+                f"{len(ids - planned)} no longer in the plan (kept in the store, left out of reports).\n"
+                "Pass --force to continue in this directory with this sweep file, or choose another --out.")
+    store.set_meta(fingerprint=fp_new, sweep_file=str(plan.spec.path))
+    store.sync_plan([{"id": r.id, "position": r.position, "differs": plan.differs(r), "config": r.config_json(),
+                      "stages": [s.to_dict() for s in r.stages], "run_dir": str(directory / "runs" / r.id)}
+                     for r in plan.runs])
+    io.write_text(directory / "sweep.yaml", plan.spec.path.read_text())
+    return store
+
+
+def make_executor(opts: SweepOptions, plan: Plan):
+    if opts.executor == "local":
+        if opts.address:
+            raise SweepError("--address is for --executor ray (the address of a Ray cluster)")
+        return LocalExecutor()
+    if opts.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(plan.spec.resources, address=opts.address)
+    raise SweepError(f"unknown executor {opts.executor!r}; use local or ray")
+
+
+def run_sweep(path: str | Path, opts: SweepOptions | None = None, stream: Any = None) -> dict[str, Any]:
+    """The whole command; returns ``{"dir", "counts", "executed", "plan"}`` (``executed`` None for dry runs)."""
+    opts = opts or SweepOptions()
+    stream = stream or sys.stdout
+    plan = expand(load_sweep(path, opts.overrides))
+    directory = sweep_dir(plan.spec, opts.out)
+    if opts.validate_only:
+        if plan.invalid:
+            raise SweepError(invalid_report(plan))
+        print(f"all {len(plan.runs)} runs of {plan.spec.path} are valid", file=stream)
+        return {"dir": str(directory), "counts": None, "executed": None, "plan": plan}
+    if opts.dry_run:
+        print_plan(plan, directory, stream)
+        if plan.invalid:
+            print(invalid_report(plan), file=stream)
+        return {"dir": str(directory), "counts": None, "executed": None, "plan": plan}
+    if plan.invalid:
+        raise SweepError(invalid_report(plan) + "\nnothing was run; fix the sweep file (see --validate-only)")
+    if opts.max_experiments is not None and opts.max_experiments < 0:
+        raise SweepError(f"--max-experiments must be >= 0, got {opts.max_experiments}")
+    executor = make_executor(opts, plan)
+    store = open_store(plan, directory, opts.force)
+    try:
+        if opts.retry_failed:
+            n = store.retry_failed()
+            print(f"retrying {n} failed run(s)", file=stream)
+        exec_opts = ExecOptions(max_experiments=opts.max_experiments)
+        if opts.heartbeat_s is not None:
+            exec_opts.heartbeat_s = opts.heartbeat_s
+        if opts.stale_after_s is not None:
+            exec_opts.stale_after_s = opts.stale_after_s
+        progress = SweepProgress(store, total=len(plan.runs), stream=stream)
+        try:
+            executed = executor.run(store, directory, exec_opts, progress)
+        finally:
+            progress.close()
+        export_results(store, directory / "results.csv")
+        counts = store.counts()
+        failed = store.runs(status="failed")
+    finally:
+        store.close()
+    print(f"sweep {plan.spec.name}: executed {executed} run(s); done {counts['done']}, failed {counts['failed']}, "
+          f"running elsewhere {counts['running']}, pending {counts['pending']}", file=stream)
+    for r in failed:
+        print(f"  failed {r.id}: {r.error} (log: {Path(r.run_dir or '') / 'log.txt'})", file=stream)
+    if failed:
+        print("rerun only the failed runs with --retry-failed", file=stream)
+    print(f"results: {directory / 'results.csv'}; report: bayespeft report {directory}", file=stream)
+    return {"dir": str(directory), "counts": counts, "executed": executed, "plan": plan}

@@ -1,0 +1,106 @@
+"""The literature check: published reference numbers (``literature.yaml``) against the sweep's matching runs.
+
+For each entry, the runs whose config matches its ``match`` rule (dotted keys; unset keys at their defaults) and
+whose record has its ``posterior`` (a label or glob) and ``split`` are its comparable runs. Their metric, in the
+paper's unit (``error`` = 100 (1 - acc@1); otherwise ``scale`` x the metric), gives the measured mean and, from 2
+runs on, its 95% t-interval (:func:`bayespeft.stats.t_interval`). The verdict:
+
+* published interval ``[lo, hi]`` given: ``within`` if ``lo <= mean <= hi``, ``below`` / ``above`` otherwise;
+* only a published value: ``within`` if it lies inside the measured t-interval, ``below`` / ``above`` if the
+  whole measured interval is below / above it; with a single run (no interval) ``undecided``;
+* no matching run: ``no comparable run``.
+
+Every row carries the numbers it was decided on; there is no verdict without them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ...stats import t_interval
+from .keys import MISSING, check_key, same_value, value_of
+
+ENTRY_KEYS = {"id", "metric", "scale", "value", "interval", "interval_note", "source", "match", "posterior", "split"}
+METRICS = ("acc@1", "acc@5", "f1", "nll", "ece", "brier", "error")
+
+
+def load_literature(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Read and check the reference file (default: the packaged ``literature.yaml``)."""
+    text = Path(path).read_text() if path else (resources.files(__package__) / "literature.yaml").read_text()
+    entries = yaml.safe_load(text) or []
+    errors = []
+    for i, e in enumerate(entries):
+        where = f"entry {i} ({e.get('id', '?')})" if isinstance(e, dict) else f"entry {i}"
+        if not isinstance(e, dict):
+            errors.append(f"{where}: not a mapping")
+            continue
+        missing = {"id", "metric", "value", "source", "match"} - set(e)
+        unknown = set(e) - ENTRY_KEYS
+        if missing or unknown:
+            errors.append(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        if e.get("metric") not in METRICS:
+            errors.append(f"{where}: metric must be one of {METRICS}")
+        src = e.get("source") or {}
+        if not all(src.get(k) for k in ("paper", "table", "setting")):
+            errors.append(f"{where}: source needs paper, table and setting")
+        iv = e.get("interval")
+        if iv is not None and not (isinstance(iv, list) and len(iv) == 2 and iv[0] <= e.get("value", iv[0]) <= iv[1]):
+            errors.append(f"{where}: interval must be [lo, hi] around the value")
+        for k in e.get("match") or {}:
+            msg = check_key(k)
+            if msg:
+                errors.append(f"{where}: match: {msg}")
+    if errors:
+        raise ValueError("invalid literature file:\n" + "\n".join(f"  - {x}" for x in errors))
+    return entries
+
+
+def _matches(rec: dict[str, Any], entry: dict[str, Any]) -> bool:
+    for key, want in (entry.get("match") or {}).items():
+        v = value_of(rec["config"], key)
+        wants = want if isinstance(want, list) else [want]
+        if v is MISSING or not any(same_value(v, w) for w in wants):
+            return False
+    if entry.get("posterior") and not fnmatch.fnmatchcase(rec["posterior"], entry["posterior"]):
+        return False
+    return not entry.get("split") or rec["split"] == entry["split"]
+
+
+def measured_value(rec: dict[str, Any], entry: dict[str, Any]) -> float | None:
+    if entry["metric"] == "error":
+        acc = rec.get("acc@1")
+        return None if acc is None else 100.0 * (1.0 - float(acc))
+    v = rec.get(entry["metric"])
+    return None if v is None else float(v) * float(entry.get("scale", 1))
+
+
+def verdict(entry: dict[str, Any], values: list[float], level: float = 0.95) -> dict[str, Any]:
+    """The decision of the module docstring for ``values`` (the comparable runs, in the paper's unit)."""
+    if not values:
+        return {"verdict": "no comparable run", "measured": None, "measured_interval": None, "runs": 0}
+    s = t_interval(values, level)
+    iv = entry.get("interval")
+    mi = [s.lo, s.hi] if s.lo is not None else None
+    if iv is not None:
+        v = "within" if iv[0] <= s.mean <= iv[1] else "below" if s.mean < iv[0] else "above"
+    elif mi is None:
+        v = "undecided (1 run and no published interval)"
+    else:
+        v = "within" if mi[0] <= entry["value"] <= mi[1] else "below" if mi[1] < entry["value"] else "above"
+    return {"verdict": v, "measured": s.mean, "measured_interval": mi, "runs": s.n}
+
+
+def check_literature(entries: list[dict[str, Any]], records: list[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """One row per reference: published value and interval, comparable runs, measured mean/interval, verdict."""
+    out = []
+    for e in entries:
+        vals = [v for v in (measured_value(r, e) for r in records if _matches(r, e)) if v is not None]
+        src = e["source"]
+        out.append({"reference": e["id"], "metric": e["metric"], "published": e["value"], "interval": e.get("interval"),
+                    "source": f"{src['paper']}; {src['table']}; {src['setting']}", **verdict(e, vals, level)})
+    return out
