@@ -12,5 +12,10 @@ class CheckpointError(BayesPeftError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model."""
 
 
+class RunError(BayesPeftError):
+    """A run directory or output location that cannot be used: a resume target that is not a resumable run of
+    the config, an output directory or results CSV that cannot be written."""
+
+
 # ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
 USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)

@@ -111,8 +111,9 @@ def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
         return real_fit(*args, callbacks=[stop], **kwargs)
 
     monkeypatch.setattr(pipeline, "fit", interrupted_fit)
-    assert main(["train", str(cfg), "--resume", str(run_dir)]) == 130
+    assert main(["train", str(cfg), "--set", f"output.root={run_dir.parent / 'resumable_root'}"]) == 130
     assert "interrupted" in capsys.readouterr().err
+    (run_dir,) = (run_dir.parent / "resumable_root").glob("tiny-normtune-*")
     assert json.loads((run_dir / "history.json").read_text())["status"] == "running"
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(["train", str(cfg), "--resume", str(run_dir)]) == 0
