@@ -35,7 +35,7 @@ def tiny_config(tmp_path: Path, method: str = "normtune", extra: str = "") -> Pa
 
 def run_dirs(tmp_path: Path) -> list[Path]:
     root = tmp_path / "runs"
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return sorted(p for p in root.iterdir() if (p / "config.yaml").is_file()) if root.is_dir() else []
 
 
 def interrupt_after_first_epoch(monkeypatch):
@@ -113,3 +113,174 @@ def test_resume_of_a_finished_run_is_refused_and_leaves_it_alone(tmp_path, capsy
     assert err.count("\n") == 1 and "finished" in err and str(run_dir) in err
     assert {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
     assert (tmp_path / "runs" / "results.csv").read_bytes() == csv_before
+
+
+# ---- item 3: every output location is checked before any work; a run's own files come before the shared CSV ----
+def _no_work(monkeypatch):
+    """Fail loudly if a command starts building its model/data (the output check must come first)."""
+    import importlib
+
+    def boom(cfg):
+        raise AssertionError("work started before the output locations were checked")
+
+    # import every command module first, so none binds the patched function at import time
+    modules = [importlib.import_module(f"bayespeft.experiments.{m}") for m in ("run", "train", "evaluate", "laplace", "sample")]
+    for m in modules:
+        monkeypatch.setattr(m, "build", boom)
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate", "--checkpoint", "CKPT"], ["laplace", "--checkpoint", "CKPT"],
+                                     ["sample", "--checkpoint", "CKPT"], ["sample"]])
+def test_unwritable_output_root_is_reported_before_any_work(tmp_path, capsys, monkeypatch, command):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    cfg = tiny_config(tmp_path, extra="\nsgmcmc: {sampler: sgld, epochs: 2, burn_in_epochs: 1}\n")
+    _no_work(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    argv = [command[0], str(cfg), *[str(ckpt) if a == "CKPT" else a for a in command[1:]],
+            "--set", f"output.root={blocker / 'runs'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker / "runs") in err and "output.root" in err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_unwritable_or_foreign_results_csv_is_reported_before_any_work(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path)
+    _no_work(monkeypatch)
+    as_dir = tmp_path / "csv_is_a_dir"
+    as_dir.mkdir()
+    assert main(["train", str(cfg), "--set", f"output.results_csv={as_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(as_dir) in err and "output.results_csv" in err
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    assert main(["train", str(cfg), "--set", f"output.results_csv={foreign}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(foreign) in err and "header" in err
+    assert foreign.read_text() == "a,b\n1,2\n"
+    assert run_dirs(tmp_path) == []
+
+
+def test_quickstart_checks_its_output_directory_first(tmp_path, capsys, monkeypatch):
+    import bayespeft.experiments.quickstart as qs
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setattr(qs, "pretrain_upstream", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    assert main(["quickstart", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker / "out") in err
+
+
+def test_a_results_csv_failure_after_training_keeps_the_runs_own_files(tmp_path, capsys, monkeypatch):
+    import bayespeft.experiments.train as pipeline
+
+    cfg = tiny_config(tmp_path)
+    csv = tmp_path / "runs" / "results.csv"
+    real_fit = pipeline.fit
+
+    def fit_then_break_the_csv(*args, **kwargs):
+        out = real_fit(*args, **kwargs)
+        csv.mkdir(parents=True)  # the shared CSV location becomes unusable while this run trains
+        return out
+
+    monkeypatch.setattr(pipeline, "fit", fit_then_break_the_csv)
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(csv) in err and "metrics.json" in err
+    (run_dir,) = run_dirs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and 0.0 <= metrics["map"]["test"]["acc"] <= 1.0
+    rows = pd.read_csv(run_dir / "rows.csv")
+    assert rows["posterior"].tolist() == ["map"] and rows["acc@1"].iloc[0] == pytest.approx(metrics["map"]["test"]["acc"], abs=1e-6)
+
+
+# ---- item 6: one CSV row per distinct result; Laplace settings recorded; failed runs marked, never appended ------
+def _trained(tmp_path, capsys) -> tuple[Path, Path]:
+    cfg = tiny_config(tmp_path)
+    assert main(["train", str(cfg)]) == 0
+    capsys.readouterr()
+    (run_dir,) = run_dirs(tmp_path)
+    return cfg, run_dir
+
+
+def test_evaluating_a_recorded_checkpoint_again_adds_no_duplicate_rows(tmp_path, capsys):
+    cfg, run_dir = _trained(tmp_path, capsys)
+    csv = tmp_path / "runs" / "results.csv"
+    for _ in range(2):
+        assert main(["evaluate", str(cfg), "--checkpoint", str(run_dir)]) == 0
+        assert "already" in capsys.readouterr().err
+    df = pd.read_csv(csv)
+    assert len(df) == 1 and df["posterior"].tolist() == ["map"] and df["run"].tolist() == [run_dir.name]
+    # the same checkpoint on other test data is another result
+    assert main(["evaluate", str(cfg), "--checkpoint", str(run_dir), "--set", "data.max_test=32"]) == 0
+    df = pd.read_csv(csv)
+    assert len(df) == 2 and df["result_key"].nunique() == 2
+    assert df["checkpoint"].nunique() == 1 and len(df["checkpoint"].iloc[0]) == 64
+
+
+def test_laplace_rows_record_their_settings_and_are_not_repeated(tmp_path, capsys):
+    cfg, run_dir = _trained(tmp_path, capsys)
+    csv = tmp_path / "runs" / "results.csv"
+    base = ["laplace", str(cfg), "--checkpoint", str(run_dir), "--structure", "diag"]
+    assert main([*base, "--prior", "marglik"]) == 0
+    assert main([*base, "--prior", "marglik"]) == 0
+    assert main([*base, "--prior", "none", "--link", "mc"]) == 0
+    capsys.readouterr()
+    df = pd.read_csv(csv)
+    lap = df[df.posterior != "map"].reset_index(drop=True)
+    assert (df.posterior == "map").sum() == 1 and len(lap) == 2
+    assert lap["structure"].tolist() == ["diag", "diag"] and lap["subset"].tolist() == ["all", "all"]
+    assert lap["prior_method"].tolist() == ["marglik", "none"] and lap["link"].tolist() == ["probit", "mc"]
+    assert lap["curvature"].tolist() == ["ggn", "ggn"] and lap["predictive"].tolist() == ["glm", "glm"]
+    # the tuned prior precision is recorded: marglik moved it away from the initial 1.0, "none" kept it
+    lap_runs = sorted(d for d in run_dirs(tmp_path) if d != run_dir)
+    (tuned,) = json.loads((lap_runs[0] / "metrics.json").read_text())["laplace"]["prior_precision"]
+    assert lap["prior_precision"].iloc[0] == pytest.approx(tuned, rel=1e-5) and abs(tuned - 1.0) > 1e-3
+    assert lap["prior_precision"].iloc[1] == 1.0
+
+
+def test_a_legacy_results_csv_is_migrated_without_misaligning_columns(tmp_path, capsys):
+    from bayespeft.experiments.records import LEGACY_COLUMNS, RESULT_COLUMNS
+
+    csv = tmp_path / "runs" / "results.csv"
+    csv.parent.mkdir(parents=True)
+    old = dict(zip(LEGACY_COLUMNS, ["2024-01-01T00:00:00+00:00", "old-run", "lora", "map", "digits", "test", "micro_vit",
+                                    "123", "4.5", "0.75", "0.8", "0.05", "0.3", "10", "1", "3", "7", "/old/run"]))
+    csv.write_text(",".join(LEGACY_COLUMNS) + "\n" + ",".join(old.values()) + "\n")
+    cfg, run_dir = _trained(tmp_path, capsys)
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert list(df.columns) == RESULT_COLUMNS and len(df) == 2
+    assert {k: df[k].iloc[0] for k in LEGACY_COLUMNS} == old
+    assert df["run"].iloc[1] == run_dir.name and df["result_key"].iloc[1]
+
+
+def test_a_failed_run_is_marked_failed_and_appends_no_rows(tmp_path, capsys, monkeypatch):
+    import bayespeft.experiments.laplace as lap
+
+    cfg, run_dir = _trained(tmp_path, capsys)
+    csv = tmp_path / "runs" / "results.csv"
+    before = csv.read_bytes()
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("curvature blew up")
+
+    monkeypatch.setattr(lap, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="curvature blew up"):
+        main(["laplace", str(cfg), "--checkpoint", str(run_dir), "--set", "data.max_test=40"])
+    (failed,) = [d for d in run_dirs(tmp_path) if d != run_dir]
+    status = json.loads((failed / "metrics.json").read_text())
+    assert status["status"] == "failed" and "curvature blew up" in status["error"]
+    assert csv.read_bytes() == before  # not even the (new) MAP rows of the failed run
+
+
+def test_an_interrupted_training_run_is_marked_interrupted(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path)
+    interrupt_after_first_epoch(monkeypatch)
+    assert main(["train", str(cfg)]) == 130
+    (run_dir,) = run_dirs(tmp_path)
+    status = json.loads((run_dir / "metrics.json").read_text())
+    assert status["status"] == "interrupted" and "--resume" in status["error"]
+    assert not (tmp_path / "runs" / "results.csv").exists()

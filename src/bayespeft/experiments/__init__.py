@@ -12,6 +12,6 @@ import this package or :mod:`bayespeft.config`. Importing this package only load
 command module is imported by the CLI when that command runs.
 """
 
-from .records import RESULT_COLUMNS, append_result, new_run_dir, read_results
+from .records import RESULT_COLUMNS, append_result, append_results, new_run_dir, read_results
 
-__all__ = ["RESULT_COLUMNS", "append_result", "new_run_dir", "read_results"]
+__all__ = ["RESULT_COLUMNS", "append_result", "append_results", "new_run_dir", "read_results"]

@@ -7,16 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import io
 from ..config import ExperimentConfig
-from .run import build, evaluate_map, load_checkpoint_into, start_run
+from .run import build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, recording, start_run
 
 
 def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path) -> dict[str, Any]:
     """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory."""
+    check_outputs(cfg)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
     path = start_run(cfg)
-    metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
-    io.write_json(path / "metrics.json", metrics)
+    with recording(path):
+        metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
+    metrics = finish_run(cfg, path, metrics)
     return {"run_dir": str(path), **metrics}

@@ -41,7 +41,8 @@ from ..sgmcmc.predict import ensemble_predict, predict_sample
 from ..sgmcmc.probe import probe_batch
 from ..sgmcmc.runner import run_chains
 from ..sgmcmc.store import INDEX, SampleStore
-from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
+from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
+                  recording, split_loaders, start_run)
 
 #: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
 PLOTTED = ("loglik", "param_norm", "proj_0", "proj_1", "proj_2", "proj_3")
@@ -229,23 +230,26 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
         metrics = dict(trained.metrics)
         ckpt = run_dir / "checkpoint"
     else:
+        check_outputs(cfg)
         built = build(cfg)
         load_checkpoint_into(built, checkpoint)
         run_dir = start_run(cfg)
         built.model.to(_device(cfg))
-        metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
+        with recording(run_dir):
+            metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
-    SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
-    try:
-        res = sample_and_evaluate(cfg, built, run_dir, sc, show_progress=cfg.train.progress)
-    except NoSamplesError:
-        store = SampleStore(run_dir / "samples")
-        metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
-        io.write_json(run_dir / "metrics.json", metrics)
-        raise
+    with recording(run_dir):
+        SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
+        try:
+            res = sample_and_evaluate(cfg, built, run_dir, sc, show_progress=cfg.train.progress)
+        except NoSamplesError:
+            store = SampleStore(run_dir / "samples")
+            metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
+            io.write_json(run_dir / "metrics.json", metrics)
+            raise
     metrics["sgmcmc"] = res
-    io.write_json(run_dir / "metrics.json", metrics)
+    metrics = finish_run(cfg, run_dir, metrics)
     return {"run_dir": str(run_dir), "table": _table(metrics["map"], res["label"], res["single"], res["splits"]),
             "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
 
@@ -262,17 +266,19 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     recorded = store.metadata.get("sampler")
     sc = SamplerConfig.model_validate(recorded) if recorded else sampler_config(cfg)
     label = store.metadata.get("label", sc.sampler)
+    check_outputs(cfg)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
     built.model.to(_device(cfg))
     run_dir = start_run(cfg)
-    map_metrics = evaluate_map(cfg, built, run_dir)
-    diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
-    ev = evaluate_store(cfg, built, run_dir, store, label)
+    with recording(run_dir):
+        map_metrics = evaluate_map(cfg, built, run_dir)
+        diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
+        ev = evaluate_store(cfg, built, run_dir, store, label)
     metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
                "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
                           "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"]}}
-    io.write_json(run_dir / "metrics.json", metrics)
+    metrics = finish_run(cfg, run_dir, metrics)
     return {"run_dir": str(run_dir), "table": _table(map_metrics, label, ev["single"], ev["ensemble"]),
             "verdict": diag["verdict_text"], "diverged": diag["diverged"], **metrics}

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import io
 from ..adapters import save_adapter
 from ..config import ExperimentConfig, validate
 from ..errors import RunError
 from ..train import fit
-from .run import Built, build, evaluate_map, start_run
+from .run import Built, build, check_outputs, checkpoint_id, evaluate_map, finish_run, recording, start_run
 
 
 #: Config keys (dotted prefixes) that may differ between an interrupted run and its resumption, because they do
@@ -100,14 +99,17 @@ def train_model(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Tra
     """
     if run_dir is not None:
         check_resumable(cfg, run_dir)
+    check_outputs(cfg, run_dir)
     path = start_run(cfg, run_dir)
-    built = build(cfg)
-    result = fit(built.model, built.loaders.train, built.loaders.val, cfg.train, path)
-    rd = result.to_dict()
-    save_adapter(built.model, path / "checkpoint", metadata={"config": cfg.model_dump(mode="json"), "params": built.params})
-    extra = {"train_time_s": rd.get("train_time_s"), "epochs": rd.get("epochs_run")}
-    metrics = {"params": built.params, "train": rd, "map": evaluate_map(cfg, built, path, extra)}
-    io.write_json(path / "metrics.json", metrics)
+    with recording(path, interrupted_hint=f"resume it with `bayespeft train CONFIG --resume {path}`"):
+        built = build(cfg)
+        result = fit(built.model, built.loaders.train, built.loaders.val, cfg.train, path)
+        rd = result.to_dict()
+        save_adapter(built.model, path / "checkpoint", metadata={"config": cfg.model_dump(mode="json"), "params": built.params})
+        built.checkpoint = checkpoint_id(path / "checkpoint")
+        extra = {"train_time_s": rd.get("train_time_s"), "epochs": rd.get("epochs_run")}
+        metrics = {"params": built.params, "train": rd, "map": evaluate_map(cfg, built, path, extra)}
+    metrics = finish_run(cfg, path, metrics)
     return TrainedRun(run_dir=path, built=built, metrics=metrics, train_time_s=rd.get("train_time_s"))
 
 
