@@ -1,4 +1,10 @@
-"""Atomic file writes and safetensors helpers (never pickle)."""
+"""Atomic file writes and safetensors helpers (never pickle).
+
+Tensor files written by :func:`save_tensors` carry, in their safetensors metadata (key :data:`CONTENT_SHA256`), a
+SHA-256 of their contents (per tensor, in name order: name, dtype, shape, raw bytes); :func:`load_tensors` verifies
+it, so a file whose tensor bytes were damaged with the header intact is an error naming the file instead of
+silently wrong numbers. Files without the key (written elsewhere, or before it existed) load unchecked.
+"""
 
 from __future__ import annotations
 
@@ -44,15 +50,41 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+#: safetensors metadata key holding :func:`tensors_sha256` of the file's tensors
+CONTENT_SHA256 = "bayespeft_content_sha256"
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over the tensors in name order: each name, dtype, shape and raw (CPU, contiguous) bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to a safetensors file atomically (contiguous CPU copies)."""
+    """Write tensors to a safetensors file atomically (contiguous CPU copies), with their content SHA-256."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), CONTENT_SHA256: tensors_sha256(data)}
     with atomic_path(path) as tmp:
         save_file(data, str(tmp), metadata=metadata)
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
+    """Read a safetensors file; verify its content SHA-256 when it carries one (:class:`CheckpointError` if not)."""
+    from safetensors import safe_open
+
+    from .errors import CorruptFileError
+
+    with safe_open(str(path), framework="pt") as f:
+        recorded = (f.metadata() or {}).get(CONTENT_SHA256)
+    tensors = load_file(str(path), device="cpu")
+    if recorded is not None and tensors_sha256(tensors) != recorded:
+        raise CorruptFileError(f"tensor file {path} is corrupted (SHA-256 mismatch); re-run the command that wrote it "
+                              "or restore the file")
+    return tensors if torch.device(device).type == "cpu" else {k: v.to(device) for k, v in tensors.items()}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -284,3 +284,34 @@ def test_an_interrupted_training_run_is_marked_interrupted(tmp_path, capsys, mon
     status = json.loads((run_dir / "metrics.json").read_text())
     assert status["status"] == "interrupted" and "--resume" in status["error"]
     assert not (tmp_path / "runs" / "results.csv").exists()
+
+
+# ---- item 10: damaged tensor bytes (header intact) are an error naming the file, not wrong numbers later ------------
+def _flip_data_byte(file: Path) -> None:
+    raw = bytearray(file.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n + (len(raw) - 8 - n) // 3] ^= 0x04
+    file.write_bytes(bytes(raw))
+
+
+def test_corrupted_checkpoints_are_named_on_evaluate_and_on_resume(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path, method="lora")
+    undo = interrupt_after_first_epoch(monkeypatch)
+    assert main(["train", str(cfg)]) == 130
+    undo()
+    capsys.readouterr()
+    (run_dir,) = run_dirs(tmp_path)
+    last = run_dir / "checkpoints" / "last.safetensors"
+    _flip_data_byte(last)
+    assert main(["train", str(cfg), "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{last} is corrupted (SHA-256 mismatch)" in err
+    finished = tmp_path / "finished"
+    assert main(["train", str(cfg), "--set", f"output.root={finished}"]) == 0
+    capsys.readouterr()
+    (done,) = finished.glob("tiny-lora-*")
+    weights = done / "checkpoint" / "adapter_model.safetensors"
+    _flip_data_byte(weights)
+    assert main(["evaluate", str(cfg), "--checkpoint", str(done)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: checkpoint file {weights} is corrupted (SHA-256 mismatch); re-run training or restore it\n"
