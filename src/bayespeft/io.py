@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same directory; on success it is renamed onto ``path``.
 
-    If the body raises, the temporary file is removed and ``path`` is left untouched.
+    If the body raises, the temporary file is removed and ``path`` is left untouched. The file gets the mode an
+    ordinary ``open`` would give it (``0o666`` less the process umask), not ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,10 +35,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        default_mode(tmp_path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def default_mode(path: str | os.PathLike) -> None:
+    """Give a file the mode ``open`` would have: ``0o666`` less the umask (for files made by ``mkstemp`` or by
+    libraries that write private files)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where available: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,4 +1,5 @@
-"""Run directories as a user meets them through the CLI: resuming, output locations, the results CSV, failed runs.
+"""Run directories as a user meets them through the CLI: resuming, output locations, the results CSV, failed runs,
+corrupted checkpoints, error messages and file modes.
 
 Every test drives ``bayespeft.cli.main`` on a tiny micro-ViT/digits config and checks what lands on disk.
 """
@@ -6,6 +7,8 @@ Every test drives ``bayespeft.cli.main`` on a tiny micro-ViT/digits config and c
 from __future__ import annotations
 
 import json
+import os
+import stat
 import textwrap
 from pathlib import Path
 
@@ -315,3 +318,74 @@ def test_corrupted_checkpoints_are_named_on_evaluate_and_on_resume(tmp_path, cap
     assert main(["evaluate", str(cfg), "--checkpoint", str(done)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: checkpoint file {weights} is corrupted (SHA-256 mismatch); re-run training or restore it\n"
+
+
+# ---- item 11: each bad value stated once; remedies the CLI offers; file modes from the umask -------------------
+
+@pytest.mark.parametrize("override,value", [("train.lr=-0.1", "-0.1"), ("data.val_fraction=1.5", "1.5"),
+                                            ("laplace.structure=kfacc", "'kfacc'"), ("train.epochs=0", "0"),
+                                            ("sgmcmc.temperature=-2", "-2")])
+def test_config_errors_state_the_bad_value_once(tmp_path, capsys, override, value):
+    cfg = tiny_config(tmp_path)
+    assert main(["validate", str(cfg), "--set", override]) == 2
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.strip().startswith("- " + override.split("=")[0]))
+    assert line.count(value) == 1, line
+    assert "Traceback" not in err
+
+
+def test_a_section_level_error_does_not_dump_the_whole_section(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["validate", str(cfg), "--set", "data.shift=rotate", "--set", "data.shift_severity=-0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "-0.1" in err and "max_train" not in err
+    assert main(["validate", str(cfg), "--set", "laplace.structure=diag", "--set", "laplace.n_kfac=3"]) == 2
+    err = capsys.readouterr().err
+    assert "n_kfac applies to structure" in err and "{'" not in err  # no dump of the section's dict
+
+
+def test_another_base_suggests_the_cli_flag_that_skips_the_check(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["train", str(cfg)]) == 0
+    capsys.readouterr()
+    (run_dir,) = run_dirs(tmp_path)
+    other_seed = ["--set", "train.seed=4"]  # a random (unpretrained) base: another seed is another base
+    assert main(["evaluate", str(cfg), "--checkpoint", str(run_dir), *other_seed]) == 2
+    err = capsys.readouterr().err
+    assert "base weights" in err and "--skip-base-check" in err and "check_base=False" not in err.split("CLI")[0]
+    for cmd in (["evaluate"], ["laplace", "--structure", "diag", "--prior", "none"]):
+        assert main([cmd[0], str(cfg), "--checkpoint", str(run_dir), *other_seed, "--skip-base-check", *cmd[1:]]) == 0
+
+
+def test_resume_errors_suggest_what_the_cli_can_do(tmp_path, capsys, monkeypatch):
+    from bayespeft import io
+    from bayespeft.train.checkpoint import FORMAT
+
+    cfg = tiny_config(tmp_path)
+    undo = interrupt_after_first_epoch(monkeypatch)
+    assert main(["train", str(cfg)]) == 130
+    undo()
+    capsys.readouterr()
+    (run_dir,) = run_dirs(tmp_path)
+    last = run_dir / "checkpoints" / "last.safetensors"
+    io.save_tensors(last, io.load_tensors(last), metadata={"format": FORMAT, "epoch": "7"})
+    assert main(["train", str(cfg), "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "epoch 7" in err and "without --resume" in err and "resume=False" not in err.split("CLI")[0]
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path, capsys, umask, mode):
+    cfg = tiny_config(tmp_path)
+    old = os.umask(umask)
+    try:
+        assert main(["train", str(cfg)]) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    names = {p.name for p in files}
+    assert {"metrics.json", "config.yaml", "history.json", "rows.csv", "results.csv", "last.safetensors",
+            "last_state.pt", "adapter_model.safetensors", "bayespeft_meta.json"} <= names
+    bad = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+           if stat.S_IMODE(p.stat().st_mode) != mode}
+    assert not bad

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CheckpointError, CorruptFileError
-from ..io import load_tensors, save_tensors, sha256_file, write_json
+from ..io import default_mode, load_tensors, save_tensors, sha256_file, write_json
 from ..models.task import TaskModel
 from ..state_dict import describe_mismatch
 from .config import AdapterConfig
@@ -142,7 +142,8 @@ def _check_fingerprint(model: TaskModel, saved: dict[str, float] | None, where: 
         raise CheckpointError(
             f"{where}: the base weights of the model differ from those the adapter was trained on ({len(bad)} of "
             f"{len(shared)} tensors, e.g. {bad[0]}: {now[bad[0]]:.6g} vs {saved[bad[0]]:.6g}); build the model with "
-            "the same pretrained weights / seed, or pass check_base=False"
+            "the same pretrained weights / seed (model.path, model.pretrained, train.seed), or skip this check "
+            "(CLI: --skip-base-check; Python: load_adapter(..., check_base=False))"
         )
 
 
@@ -185,6 +186,7 @@ def save_adapter(model: TaskModel, out_dir: str | os.PathLike, metadata: dict[st
         try:
             model.backbone.save_pretrained(str(tmp))
             for f in sorted(tmp.iterdir()):
+                default_mode(f)  # safetensors writes its files private (0o600)
                 os.replace(f, out / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,11 +11,12 @@ from ..config import ExperimentConfig
 from .run import build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, recording, start_run
 
 
-def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path) -> dict[str, Any]:
-    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory."""
+def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool = True) -> dict[str, Any]:
+    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory. ``check_base``: see
+    :func:`~bayespeft.adapters.load_adapter`."""
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     path = start_run(cfg)
     with recording(path):
         metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}

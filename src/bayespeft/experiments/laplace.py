@@ -62,7 +62,8 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     return out
 
 
-def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None) -> dict[str, Any]:
+def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None,
+                check_base: bool = True) -> dict[str, Any]:
     """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace."""
     upd = {}
     for k, v in (cli or {}).items():
@@ -75,7 +76,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     cfg = cfg.model_copy(update={"laplace": lc})
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     run_dir = start_run(cfg)
     with recording(run_dir):
         map_metrics = evaluate_map(cfg, built, run_dir)

@@ -123,12 +123,12 @@ def _header(path: Path) -> list[str] | None:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     lock = path.with_name(path.name + ".lock")
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)  # read access suffices to lock: colleagues can share it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fmt(v: Any) -> str:

@@ -258,10 +258,11 @@ def start_run(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Path:
     return path
 
 
-def load_checkpoint_into(built: Built, checkpoint: str | Path) -> None:
-    """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch)."""
+def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool = True) -> None:
+    """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch; with
+    ``check_base=False`` base weights other than those the adapter was trained on are accepted)."""
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / "checkpoint").is_dir():  # a run directory
         ckpt = ckpt / "checkpoint"
-    load_adapter(built.model, ckpt)
+    load_adapter(built.model, ckpt, check_base=check_base)
     built.checkpoint = checkpoint_id(ckpt)

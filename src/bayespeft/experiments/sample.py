@@ -210,7 +210,7 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     return resolve_device(cfg.train.device)
 
 
-def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
+def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, check_base: bool = True) -> dict[str, Any]:
     """``bayespeft sample``: MAP warm start (``checkpoint``, or train one), chains, diagnostics, MAP vs sample vs
     ensemble table. Returns ``{"run_dir", "table", "verdict" (text), "diverged", "metrics"...}``.
 
@@ -232,7 +232,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
     else:
         check_outputs(cfg)
         built = build(cfg)
-        load_checkpoint_into(built, checkpoint)
+        load_checkpoint_into(built, checkpoint, check_base)
         run_dir = start_run(cfg)
         built.model.to(_device(cfg))
         with recording(run_dir):
@@ -254,7 +254,8 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
             "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
 
 
-def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path) -> dict[str, Any]:
+def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path,
+                         check_base: bool = True) -> dict[str, Any]:
     """``bayespeft evaluate --samples``: MAP vs single sample vs ensemble from an existing store (no sampling).
 
     ``samples_dir`` is the store (``.../samples``) or the run directory holding it; the store's recorded sampler
@@ -268,7 +269,7 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     label = store.metadata.get("label", sc.sampler)
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     built.model.to(_device(cfg))
     run_dir = start_run(cfg)
     with recording(run_dir):
