@@ -171,7 +171,12 @@ def _config(p):
         if args.section:
             lines = [ln for ln in lines if ln.startswith(args.section + ".") or ln.startswith(args.section + ":")]
             if not lines:
-                raise SystemExit(f"error: unknown section {args.section!r}")
+                from .registry import closest
+
+                sections = [k for k in ExperimentConfig.model_fields if k != "name"]
+                hint = closest(args.section, sections)
+                raise ValueError(f"unknown section {args.section!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                                 + f"; sections: {', '.join(sections)}")
         print("\n".join(lines))
 
     p.set_defaults(run=run)

@@ -389,3 +389,9 @@ def test_written_files_respect_the_umask(tmp_path, capsys, umask, mode):
     bad = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
            if stat.S_IMODE(p.stat().st_mode) != mode}
     assert not bad
+
+
+def test_an_unknown_config_section_is_a_user_error(capsys):
+    assert main(["config", "trian"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'trian'" in err and "train" in err
