@@ -171,10 +171,10 @@ def _config(p):
         if args.section:
             lines = [ln for ln in lines if ln.startswith(args.section + ".") or ln.startswith(args.section + ":")]
             if not lines:
-                from .registry import closest
+                import difflib
 
                 sections = [k for k in ExperimentConfig.model_fields if k != "name"]
-                hint = closest(args.section, sections)
+                hint = next(iter(difflib.get_close_matches(args.section, sections, n=1)), None)
                 raise ValueError(f"unknown section {args.section!r}" + (f" (did you mean {hint!r}?)" if hint else "")
                                  + f"; sections: {', '.join(sections)}")
         print("\n".join(lines))
