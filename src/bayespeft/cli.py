@@ -28,6 +28,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _checkpoint_args(p: argparse.ArgumentParser, required: bool, help: str) -> None:
+    p.add_argument("--checkpoint", required=required, help=help)
+    p.add_argument("--skip-base-check", action="store_true",
+                   help="load the checkpoint even if the model's base weights differ from those it was trained on")
+
+
 def _load(args):
     from .config import load_config
 
@@ -48,7 +54,7 @@ def _train(p):
     def run(args):
         from .experiments.train import train_run
 
-        out = train_run(_load(args), run_dir=args.resume)
+        out = train_run(_load(args), run_dir=args.resume, resume=args.resume is not None)
         rows = [{"split": s, **m} for s, m in out["map"].items()]
         _print_table(rows, ["split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
@@ -59,7 +65,7 @@ def _train(p):
 @command("evaluate", "evaluate a saved checkpoint (MAP) or an SG-MCMC sample store on the test split(s)")
 def _evaluate(p):
     _config_args(p)
-    p.add_argument("--checkpoint", required=True, help="adapter/checkpoint directory or run directory")
+    _checkpoint_args(p, True, "adapter/checkpoint directory or run directory")
     p.add_argument("--samples", help="SG-MCMC sample store (or the run directory holding samples/): MAP vs single "
                    "sample vs ensemble, with the convergence verdict")
 
@@ -68,11 +74,11 @@ def _evaluate(p):
         if args.samples:
             from .experiments.sample import evaluate_samples_run
 
-            _print_sgmcmc(evaluate_samples_run(cfg, args.checkpoint, args.samples))
+            _print_sgmcmc(evaluate_samples_run(cfg, args.checkpoint, args.samples, check_base=not args.skip_base_check))
             return
         from .experiments.evaluate import evaluate_run
 
-        out = evaluate_run(cfg, args.checkpoint)
+        out = evaluate_run(cfg, args.checkpoint, check_base=not args.skip_base_check)
         rows = [{"posterior": k, "split": s, **m} for k, v in out.items() if isinstance(v, dict) and k not in ("params",) for s, m in v.items() if isinstance(m, dict) and "acc" in m]
         _print_table(rows, ["posterior", "split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
@@ -83,7 +89,7 @@ def _evaluate(p):
 @command("laplace", "fit a Laplace posterior over the tuned parameters of a checkpoint; MAP vs Laplace table")
 def _laplace(p):
     _config_args(p)
-    p.add_argument("--checkpoint", required=True, help="adapter/checkpoint directory or run directory")
+    _checkpoint_args(p, True, "adapter/checkpoint directory or run directory")
     for flag, hlp in [
         ("structure", "diag | kfac | lowrank_kfac | full"),
         ("subset", "all | last_layer | comma-separated module-name prefixes"),
@@ -98,7 +104,8 @@ def _laplace(p):
         from .experiments.laplace import laplace_run
 
         cfg = _load(args)
-        out = laplace_run(cfg, args.checkpoint, {k: getattr(args, k) for k in ("structure", "subset", "curvature", "prior", "predictive", "link")})
+        out = laplace_run(cfg, args.checkpoint, {k: getattr(args, k) for k in ("structure", "subset", "curvature", "prior", "predictive", "link")},
+                          check_base=not args.skip_base_check)
         _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
 
@@ -108,14 +115,14 @@ def _laplace(p):
 @command("sample", "SG-MCMC over the tuned parameters: MAP warm start, chains, diagnostics, evaluation")
 def _sample(p):
     _config_args(p)
-    p.add_argument("--checkpoint", help="MAP warm start (adapter/checkpoint or run directory); trains one if absent")
+    _checkpoint_args(p, False, "MAP warm start (adapter/checkpoint or run directory); trains one if absent")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted `bayespeft sample` run of this config "
                    "from each chain's last kept sample (bit-exact), then evaluate it")
 
     def run(args):
         from .experiments.sample import sample_run
 
-        out = sample_run(_load(args), args.checkpoint, resume=args.resume)
+        out = sample_run(_load(args), args.checkpoint, resume=args.resume, check_base=not args.skip_base_check)
         if "nothing_to_do" in out:
             print(out["nothing_to_do"])
             return
@@ -184,7 +191,12 @@ def _config(p):
         if args.section:
             lines = [ln for ln in lines if ln.startswith(args.section + ".") or ln.startswith(args.section + ":")]
             if not lines:
-                raise SystemExit(f"error: unknown section {args.section!r}")
+                import difflib
+
+                sections = [k for k in ExperimentConfig.model_fields if k != "name"]
+                hint = next(iter(difflib.get_close_matches(args.section, sections, n=1)), None)
+                raise ValueError(f"unknown section {args.section!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                                 + f"; sections: {', '.join(sections)}")
         print("\n".join(lines))
 
     p.set_defaults(run=run)

@@ -12,5 +12,14 @@ class CheckpointError(BayesPeftError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model."""
 
 
+class CorruptFileError(CheckpointError):
+    """A file whose contents no longer match the SHA-256 recorded when it was written."""
+
+
+class RunError(BayesPeftError):
+    """A run directory or output location that cannot be used: a resume target that is not a resumable run of
+    the config, an output directory or results CSV that cannot be written."""
+
+
 # ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
 USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)

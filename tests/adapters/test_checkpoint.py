@@ -164,3 +164,29 @@ def test_trainable_state_dict_round_trip_and_errors():
     assert res == {"missing": [key], "unexpected": []}
     with pytest.raises(CheckpointError, match=r"shape mismatches"):
         load_trainable_state_dict(other, {**sd, key: torch.zeros(1)}, strict=False)
+
+
+def _flip_data_byte(file) -> None:
+    """Flip one bit in the middle of a safetensors file's tensor data; the JSON header stays intact."""
+    raw = bytearray(file.read_bytes())
+    n = int.from_bytes(raw[:8], "little")
+    raw[8 + n + (len(raw) - 8 - n) // 2] ^= 0x01
+    file.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("method,weights", [("lora", "adapter_model.safetensors"), ("full", "model.safetensors")])
+def test_corrupted_tensor_bytes_are_caught_by_the_recorded_sha256(tmp_path, method, weights):
+    import copy
+
+    from peft import PeftModel, get_peft_model_state_dict
+
+    model, ckpt = _saved(tmp_path, method=method)
+    meta = json.loads((ckpt / "bayespeft_meta.json").read_text())
+    assert meta["sha256"] == {weights: hashlib.sha256((ckpt / weights).read_bytes()).hexdigest()}
+    if method == "lora":  # our metadata does not get in plain PEFT's way
+        plain = PeftModel.from_pretrained(copy.deepcopy(fresh("micro_vit").backbone), str(ckpt))
+        got, want = get_peft_model_state_dict(plain), get_peft_model_state_dict(model.backbone)
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    _flip_data_byte(ckpt / weights)
+    load_file(str(ckpt / weights))  # the header is intact: safetensors alone does not notice
+    _expect_error(ckpt, rf"checkpoint file \S*{weights} is corrupted \(SHA-256 mismatch\); re-run training or restore it")

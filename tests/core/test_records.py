@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bayespeft.experiments.records import RESULT_COLUMNS, append_result, new_run_dir, read_results
+from bayespeft.errors import RunError
+from bayespeft.experiments.records import RESULT_COLUMNS, append_result, append_results, new_run_dir, read_results
 from bayespeft.registry import Registry, UnknownNameError
 
 
@@ -19,9 +20,23 @@ def test_append_only_csv_keeps_rows_and_header(tmp_path):
         append_result(csv, {"acc": 1.0})
     bad = tmp_path / "other.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="different header"):
+    with pytest.raises(RunError, match="another header"):
         append_result(bad, {"method": "lora"})
     assert bad.read_text() == "a,b\n1,2\n"
+
+
+def test_rows_with_a_recorded_result_key_are_skipped_and_the_first_kept(tmp_path):
+    csv = tmp_path / "results.csv"
+    first = {"method": "lora", "acc@1": 0.5, "result_key": "k1", "run": "a"}
+    assert append_result(csv, first)
+    appended, skipped = append_results(csv, [{"method": "lora", "acc@1": 0.9, "result_key": "k1", "run": "b"},
+                                             {"method": "lora", "acc@1": 0.7, "result_key": "k2", "run": "b"},
+                                             {"method": "lora", "acc@1": 0.7, "result_key": "k2", "run": "b"},
+                                             {"method": "full", "acc@1": 0.1, "run": "b"},
+                                             {"method": "full", "acc@1": 0.1, "run": "b"}])
+    assert [r["result_key"] for r in skipped] == ["k1", "k2"] and skipped[0]["run"] == "a"
+    df = read_results(csv)
+    assert df["run"].tolist() == ["a", "b", "b", "b"] and df["acc@1"].tolist() == [0.5, 0.7, 0.1, 0.1]
 
 
 def test_run_dirs_are_fresh(tmp_path):

@@ -102,8 +102,11 @@ def test_sample_run_from_checkpoint_table_files_and_csv(trained):
     assert diag["n_chains"] == 2 and diag["n_draws"] == 9 and set(diag["summary"]) >= {"loglik", "param_norm", "proj_1"}
     assert not (run_dir / "plots").exists()  # output.reliability_plots: false switches every plot off
     rows = pd.read_csv(cfg.output.csv_path())
+    # the warm start's MAP rows are recorded once (by its training run), not again by the sampling run
+    assert sorted(rows[rows["posterior"] == "map"]["run"]) == [run.run_dir.name] * len(SPLITS)
     rows = rows[rows["run"] == run_dir.name]
-    assert sorted(zip(rows["posterior"], rows["split"])) == sorted((r["posterior"], r["split"]) for r in out["table"])
+    assert sorted(zip(rows["posterior"], rows["split"])) == sorted(
+        (r["posterior"], r["split"]) for r in out["table"] if r["posterior"] != "map")
     ens_row = rows[(rows["posterior"] == "sgld-ensemble") & (rows["split"] == "test")].iloc[0]
     assert ens_row["nll"] == pytest.approx(out["sgmcmc"]["splits"]["test"]["nll"], rel=1e-5)
 

@@ -6,7 +6,9 @@ Directory layout written by :func:`save_adapter`:
   loadable by plain ``peft.PeftModel.from_pretrained(base_backbone, dir)``;
 * full / linear: ``model.safetensors`` holding :func:`trainable_state_dict` (names in the TaskModel namespace);
 * always ``bayespeft_meta.json``: method, backbone name, family, task, num_classes, the AdapterConfig, head modules,
-  a fingerprint of the frozen base weights, and the caller's ``metadata``. It is written last.
+  a fingerprint of the frozen base weights, ``sha256`` (``{weights file name: SHA-256 of its bytes}``, verified on
+  load: a damaged tensor file is an error naming it) and the caller's ``metadata``. It is written last; PEFT never
+  reads it, so plain PEFT loading is unaffected.
 
 Every file is replaced atomically (temp file + rename); other files in the directory are left alone. Loading never
 writes. A missing, unreadable or mismatched checkpoint raises :class:`~bayespeft.errors.CheckpointError` naming the
@@ -32,8 +34,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CheckpointError
-from ..io import load_tensors, save_tensors, write_json
+from ..errors import CheckpointError, CorruptFileError
+from ..io import default_mode, load_tensors, save_tensors, sha256_file, write_json
 from ..models.task import TaskModel
 from ..state_dict import describe_mismatch
 from .config import AdapterConfig
@@ -140,7 +142,8 @@ def _check_fingerprint(model: TaskModel, saved: dict[str, float] | None, where: 
         raise CheckpointError(
             f"{where}: the base weights of the model differ from those the adapter was trained on ({len(bad)} of "
             f"{len(shared)} tensors, e.g. {bad[0]}: {now[bad[0]]:.6g} vs {saved[bad[0]]:.6g}); build the model with "
-            "the same pretrained weights / seed, or pass check_base=False"
+            "the same pretrained weights / seed (model.path, model.pretrained, train.seed), or skip this check "
+            "(CLI: --skip-base-check; Python: load_adapter(..., check_base=False))"
         )
 
 
@@ -183,6 +186,7 @@ def save_adapter(model: TaskModel, out_dir: str | os.PathLike, metadata: dict[st
         try:
             model.backbone.save_pretrained(str(tmp))
             for f in sorted(tmp.iterdir()):
+                default_mode(f)  # safetensors writes its files private (0o600)
                 os.replace(f, out / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -192,6 +196,7 @@ def save_adapter(model: TaskModel, out_dir: str | os.PathLike, metadata: dict[st
         stale = out / PEFT_WEIGHTS
     if stale.exists():  # a previous save with another method
         stale.unlink()
+    meta["sha256"] = {meta["weights"]: sha256_file(out / meta["weights"])}
     write_json(out / META, meta)
     return out
 
@@ -215,11 +220,18 @@ def read_meta(ckpt: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _verify_sha256(file: Path, recorded: str | None) -> None:
+    if recorded is not None and sha256_file(file) != recorded:
+        raise CheckpointError(f"checkpoint file {file} is corrupted (SHA-256 mismatch); re-run training or restore it")
+
+
 def _read_weights(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise CheckpointError(f"checkpoint file {file} is missing")
     try:
         return load_tensors(file)
+    except CorruptFileError:
+        raise CheckpointError(f"checkpoint file {file} is corrupted (SHA-256 mismatch); re-run training or restore it") from None
     except Exception as e:  # safetensors raises its own error types on garbage / truncated files
         raise CheckpointError(f"{file} is not a readable safetensors file ({type(e).__name__}: {e})") from e
 
@@ -277,8 +289,15 @@ def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: b
         msg = _mismatch_message(str(wfile), {k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()})
         if msg:
             raise CheckpointError(msg)
+        # after the structural checks (a file of another shape is reported as such), before any tensor is copied
+        _verify_sha256(wfile, (meta.get("sha256") or {}).get(wfile.name))
         set_peft_model_state_dict(model.backbone, state)
     else:
+        own = trainable_state_dict(model)
+        msg = _mismatch_message(str(wfile), {k: v.shape for k, v in own.items()}, {k: v.shape for k, v in state.items()})
+        if msg:
+            raise CheckpointError(msg)
+        _verify_sha256(wfile, (meta.get("sha256") or {}).get(wfile.name))
         load_trainable_state_dict(model, state, strict=True, source=str(wfile))
     return model
 

@@ -106,6 +106,14 @@ def _model_at(loc: tuple, root: type[Section] = ExperimentConfig) -> type[Sectio
     return model
 
 
+def _got(msg: str, value: Any) -> str:
+    """`` (got VALUE)`` unless the message already states the value, or the value is a whole section (a dict: the
+    user's own section, which would only repeat the file)."""
+    if isinstance(value, dict) or "got " in msg or repr(value) in msg:
+        return ""
+    return f" (got {value!r})"
+
+
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
     lines = [f"invalid {source}:"]
     for e in err.errors():
@@ -125,7 +133,7 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             lines.append(f"  - missing required key '{dotted}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  - {dotted}: {msg} (got {e.get('input')!r})")
+            lines.append(f"  - {dotted}: {msg}{_got(msg, e.get('input'))}")
     return "\n".join(lines)
 
 

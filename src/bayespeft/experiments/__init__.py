@@ -5,13 +5,13 @@
 * :mod:`.train` (``bayespeft train``), :mod:`.evaluate` (``bayespeft evaluate``), :mod:`.laplace`
   (``bayespeft laplace``), :mod:`.sample` (``bayespeft sample`` and ``evaluate --samples``), :mod:`.quickstart`
   (``bayespeft quickstart``);
-* :mod:`.records`: run directories and the append-only results CSV.
+* :mod:`.records`: run directories, output checks, and the shared results CSV (one row per distinct result).
 
 The library packages (``data``, ``models``, ``adapters``, ``train``, ``laplace``, ``sgmcmc``, ``metrics``) never
 import this package or :mod:`bayespeft.config`. Importing this package only loads :mod:`.records` (light); each
 command module is imported by the CLI when that command runs.
 """
 
-from .records import RESULT_COLUMNS, append_result, new_run_dir, read_results
+from .records import RESULT_COLUMNS, append_result, append_results, new_run_dir, read_results
 
-__all__ = ["RESULT_COLUMNS", "append_result", "new_run_dir", "read_results"]
+__all__ = ["RESULT_COLUMNS", "append_result", "append_results", "new_run_dir", "read_results"]

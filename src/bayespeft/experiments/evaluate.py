@@ -7,16 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import io
 from ..config import ExperimentConfig
-from .run import build, evaluate_map, load_checkpoint_into, start_run
+from .run import build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, recording, start_run
 
 
-def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory (or ``run_dir``)."""
+def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool = True,
+                 run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory (or ``run_dir``, a sweep's
+    stage directory). ``check_base``: see :func:`~bayespeft.adapters.load_adapter`."""
+    check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     path = start_run(cfg, run_dir)
-    metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
-    io.write_json(path / "metrics.json", metrics)
+    with recording(path):
+        metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
+    metrics = finish_run(cfg, path, metrics)
     return {"run_dir": str(path), **metrics}

@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import io
 from ..config import ExperimentConfig
 from ..laplace import LaplaceConfig, fit
-from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
+from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
+                  recording, split_loaders, start_run)
+
+#: Laplace settings that do not change the predictive (left out of the result key)
+NOT_IN_RESULT_KEY = frozenset({"chunk_size"})
 
 
 def laplace_label(lc: LaplaceConfig) -> str:
@@ -51,14 +54,16 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
         probs, labels = post.predict_loader(
             loader, method=lc.predictive, link=lc.link, n_samples=lc.n_samples, chunk_size=lc.chunk_size
         )
-        ev = {"eval_time_s": time.perf_counter() - t0, "train_time_s": fit_s + prior_s}
-        out["splits"][split] = record_predictive(cfg, built, run_dir, label, split, probs, labels, ev)
+        ev = {"eval_time_s": time.perf_counter() - t0, "train_time_s": fit_s + prior_s,
+              "prior_precision": out["prior_precision"]}
+        settings = {k: v for k, v in lc.model_dump(mode="json").items() if k not in NOT_IN_RESULT_KEY}
+        out["splits"][split] = record_predictive(cfg, built, run_dir, label, split, probs, labels, ev, settings=settings)
     post.save(run_dir / "posterior" / label)
     return out
 
 
 def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None,
-                run_dir: str | Path | None = None) -> dict[str, Any]:
+                check_base: bool = True, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace.
 
     Writes a new run directory, or ``run_dir`` when given (a sweep's stage directory)."""
@@ -71,13 +76,14 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     base = cfg.laplace.model_dump() if cfg.laplace is not None else {}
     lc = LaplaceConfig.model_validate({**base, **upd})
     cfg = cfg.model_copy(update={"laplace": lc})
+    check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     run_dir = start_run(cfg, run_dir)
-    map_metrics = evaluate_map(cfg, built, run_dir)
-    lap = fit_and_evaluate(cfg, built, run_dir, lc)
+    with recording(run_dir):
+        map_metrics = evaluate_map(cfg, built, run_dir)
+        lap = fit_and_evaluate(cfg, built, run_dir, lc)
     table = [{"posterior": "map", "split": s, **m} for s, m in map_metrics.items()]
     table += [{"posterior": lap["label"], "split": s, **m} for s, m in lap["splits"].items()]
-    metrics = {"checkpoint": str(checkpoint), "params": built.params, "map": map_metrics, "laplace": lap}
-    io.write_json(run_dir / "metrics.json", metrics)
+    metrics = finish_run(cfg, run_dir, {"checkpoint": str(checkpoint), "params": built.params, "map": map_metrics, "laplace": lap})
     return {"run_dir": str(run_dir), "table": table, **metrics}

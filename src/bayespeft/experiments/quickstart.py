@@ -84,6 +84,11 @@ def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> l
     torch.set_num_threads(1)
     out = Path(out)
     cfg = quickstart_config(out)
+    from .records import check_output_dir
+    from .run import check_outputs
+
+    check_outputs(cfg)
+    check_output_dir(cache_dir() / "quickstart", "cache directory", "set BAYESPEFT_CACHE=DIR to another directory")
     if fast:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
     upstream = pretrain_upstream(cfg, epochs=5 if fast else 30)
@@ -150,6 +155,9 @@ def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
     res = sample_and_evaluate(cfg, run.built, run.run_dir, label="sgld")
     for split, m in res["splits"].items():
         rows.append(_row("lora", "sgld-ensemble", split, run.built.params, m, res["sample_time_s"]))
+    from .run import publish_rows
+
+    publish_rows(cfg, run.run_dir)
     return rows
 
 

@@ -1,8 +1,20 @@
-"""Run directories and the append-only results CSV.
+"""Run directories, run status, and the shared results CSV.
 
-Every run gets its own directory ``<root>/<name>-<UTC timestamp>-<n>`` holding the resolved config, metrics JSON
-and checkpoints. One row per evaluated predictive (MAP, Laplace, SG-MCMC ensemble, ...) is appended to a CSV with
-a fixed header (:data:`RESULT_COLUMNS`); rows are only ever appended, never rewritten.
+Every run gets its own directory ``<root>/<name>-<UTC timestamp>-<n>`` holding the resolved config, ``metrics.json``
+(with ``"status"``: ``finished``, ``failed`` or ``interrupted``, and the ``error`` when not finished), its own rows
+(``rows.csv``) and checkpoints. One row per evaluated predictive (MAP, Laplace, SG-MCMC ensemble, ...) goes to a
+shared CSV with a fixed header (:data:`RESULT_COLUMNS`), and only once the run has finished and written its own
+files.
+
+One row per distinct result: each row carries a ``result_key`` (SHA-256 of what determines the numbers: the
+checkpoint's weights, the model/adapter/data settings, the posterior and its settings, the split; see
+:func:`bayespeft.experiments.run.result_key`). A row whose key the CSV already holds is not appended again (the
+first recorded result is kept; a finished result is never overwritten). The check and the append happen under an
+exclusive lock (``<csv>.lock``), so parallel runs can share one CSV.
+
+A CSV written before the result key existed (header :data:`LEGACY_COLUMNS`) is migrated on the next append: it is
+rewritten atomically with the new header, every old value staying in its column and the new columns empty. A CSV
+with any other header is refused (use another ``output.results_csv``).
 """
 
 from __future__ import annotations
@@ -11,28 +23,26 @@ import csv
 import datetime as _dt
 import fcntl
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import RunError
+
+#: The header of results CSVs written before the result key and the posterior settings were recorded.
+LEGACY_COLUMNS = [
+    "ts", "run", "method", "posterior", "dataset", "split", "backbone", "tuned_params", "tuned_params_%", "acc@1",
+    "nll", "ece", "brier", "train_time_s", "eval_time_s", "epochs", "seed", "run_dir",
+]
+
+#: The results CSV header: the legacy columns (same order), then the posterior's settings (Laplace: structure,
+#: subset, curvature, prior method, the tuned prior precision, predictive, link; SG-MCMC: number of samples), the
+#: SHA-256 of the checkpoint's weights file, and the result key.
 RESULT_COLUMNS = [
-    "ts",
-    "run",
-    "method",
-    "posterior",
-    "dataset",
-    "split",
-    "backbone",
-    "tuned_params",
-    "tuned_params_%",
-    "acc@1",
-    "nll",
-    "ece",
-    "brier",
-    "train_time_s",
-    "eval_time_s",
-    "epochs",
-    "seed",
-    "run_dir",
+    *LEGACY_COLUMNS, "structure", "subset", "curvature", "prior_method", "prior_precision", "predictive", "link",
+    "n_samples", "checkpoint", "result_key",
 ]
 
 
@@ -55,6 +65,72 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
     raise RuntimeError(f"could not create a new run directory under {root}")
 
 
+# ---- checking output locations before any work ----------------------------------------------------------------
+def _writable_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be (created and) written as a directory, or None. Probes by creating a temp file."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".bayespeft-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None
+
+
+def check_output_dir(path: str | os.PathLike, what: str, fix: str) -> None:
+    """Raise :class:`RunError` unless ``path`` is (or can be made) a writable directory."""
+    why = _writable_dir(Path(path))
+    if why:
+        raise RunError(f"{what} {path} is not a writable directory ({why}); {fix}")
+
+
+def check_results_csv(csv_path: str | os.PathLike) -> None:
+    """Raise :class:`RunError` unless rows can be appended to ``csv_path`` (writable, and absent, empty or with a
+    known header)."""
+    path = Path(csv_path)
+    fix = "set another with --set output.results_csv=PATH (or fix its permissions)"
+    if path.exists() and not path.is_file():
+        raise RunError(f"results CSV {path} is not a file (a directory?); {fix}")
+    why = _writable_dir(path.parent)
+    if why is None and path.exists():
+        try:
+            with open(path, "a"):
+                pass
+            _header(path)
+        except OSError as e:
+            why = f"{type(e).__name__}: {e.strerror or e}"
+    if why:
+        raise RunError(f"results CSV {path} is not writable ({why}); {fix}")
+
+
+def _header(path: Path) -> list[str] | None:
+    """The CSV's header (None when the file is absent or empty); :class:`RunError` for an unknown header."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        first = f.readline().strip()
+    if not first:
+        return None
+    cols = next(csv.reader([first]))
+    if cols not in (RESULT_COLUMNS, LEGACY_COLUMNS):
+        raise RunError(f"results CSV {path} has another header ({first[:80]!r}...), not a bayespeft results file; "
+                       "set another with --set output.results_csv=PATH")
+    return cols
+
+
+# ---- appending rows -----------------------------------------------------------------------------------------------
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)  # read access suffices to lock: colleagues can share it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -63,32 +139,77 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def append_result(csv_path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Append one row (missing columns left empty). Unknown keys are an error, so typos cannot vanish silently.
+def _migrate(path: Path) -> None:
+    """Rewrite a legacy CSV with :data:`RESULT_COLUMNS` (atomically; old values keep their columns)."""
+    from .. import io
 
-    The file is locked while appending so parallel runs can share one CSV. If the file exists with a different
-    header, a ``ValueError`` says so instead of mixing layouts.
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in RESULT_COLUMNS})
+
+
+def append_results(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Append the rows whose ``result_key`` the CSV does not hold yet; returns ``(appended, skipped)``, where
+    ``skipped`` holds the rows already in the file (as read from it) that made a new row redundant.
+
+    Missing columns are left empty; unknown keys are an error, so typos cannot vanish silently. A row without a
+    ``result_key`` is always appended. Legacy CSVs are migrated first (module docstring); another header is a
+    :class:`~bayespeft.errors.RunError`.
     """
-    unknown = set(row) - set(RESULT_COLUMNS)
-    if unknown:
-        raise ValueError(f"unknown result columns {sorted(unknown)}; valid: {RESULT_COLUMNS}")
-    row = {"ts": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **row}
+    rows = list(rows)
+    for row in rows:
+        unknown = set(row) - set(RESULT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns {sorted(unknown)}; valid: {RESULT_COLUMNS}")
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", newline="") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.seek(0)
-            first = f.readline().strip()
-            if first and first.split(",") != RESULT_COLUMNS:
-                raise ValueError(f"{path} has a different header ({first!r}); use another results_csv")
-            f.seek(0, os.SEEK_END)
-            w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-            if not first:
-                w.writeheader()
-            w.writerow({k: _fmt(row.get(k)) for k in RESULT_COLUMNS})
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    appended: list[dict] = []
+    skipped: list[dict] = []
+    with _locked(path):
+        header = _header(path)
+        if header == LEGACY_COLUMNS:
+            _migrate(path)
+        existing: dict[str, dict] = {}
+        if header is not None:
+            with open(path, newline="") as f:
+                existing = {r["result_key"]: r for r in csv.DictReader(f) if r.get("result_key")}
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for row in rows:
+            key = row.get("result_key")
+            if key and key in existing:
+                skipped.append(existing[key])
+                continue
+            appended.append({"ts": now, **row})
+            if key:
+                existing[key] = appended[-1]
+        if appended:
+            with open(path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+                if header is None:
+                    w.writeheader()
+                for row in appended:
+                    w.writerow({k: _fmt(row.get(k)) for k in RESULT_COLUMNS})
+    return appended, skipped
+
+
+def append_result(csv_path: str | os.PathLike, row: dict[str, Any]) -> bool:
+    """Append one row (see :func:`append_results`); returns False when its ``result_key`` was already recorded."""
+    appended, _ = append_results(csv_path, [row])
+    return bool(appended)
+
+
+def read_rows(csv_path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a results CSV as strings (empty list when the file does not exist)."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def read_results(csv_path: str | os.PathLike):

@@ -5,11 +5,22 @@ adapter applied, datasets, loaders); ``start_run`` creates the run directory hol
 ``record_predictive`` / ``evaluate_map`` write the metrics of a predictive (reliability diagram, results-CSV row);
 ``load_checkpoint_into`` restores a saved adapter. The commands (:mod:`.train`, :mod:`.evaluate`, :mod:`.laplace`,
 :mod:`.sample`, :mod:`.quickstart`) are built from these pieces.
+
+A run's life: ``check_outputs`` (before any work: every output location writable), ``start_run``, then inside
+``with recording(run_dir):`` the work, whose predictives ``record_predictive`` writes to the run's own ``rows.csv``;
+``finish_run`` writes ``metrics.json`` (``"status": "finished"``) and only then appends the rows to the shared
+results CSV (one row per distinct result, :mod:`.records`). An exception inside ``recording`` writes
+``metrics.json`` with ``"status": "failed"`` (or ``"interrupted"``) and the error, and appends nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +35,15 @@ from ..metrics import classification_metrics, plot_reliability_diagram
 from ..models import build_model
 from ..seed import seed_everything
 from ..train import predict_probs
-from .records import append_result, new_run_dir
+from ..errors import RunError
+from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
 SPLITS = ("test", "test_shift")
+ROWS = "rows.csv"
+
+#: Data settings that cannot change a test metric (file locations, training-only loader settings): left out of the
+#: result key.
+DATA_KEY_IGNORES = frozenset({"root", "download", "verify_checksums", "batch_size", "eval_batch_size", "num_workers", "augment"})
 
 
 @dataclass
@@ -35,6 +52,8 @@ class Built:
     data: DataBundle
     loaders: Any
     params: dict[str, Any]
+    #: SHA-256 of the weights file of the checkpoint the model holds (None: not from a saved checkpoint)
+    checkpoint: str | None = None
 
 
 def build(cfg: ExperimentConfig) -> Built:
@@ -53,6 +72,119 @@ def split_loaders(loaders: Any) -> dict[str, Any]:
     return {s: getattr(loaders, s) for s in SPLITS if getattr(loaders, s, None) is not None}
 
 
+# ---- output locations and run status -----------------------------------------------------------------------------
+def check_outputs(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:
+    """Before any work: ``output.root`` (or, when resuming, ``run_dir``) must be a writable directory and the
+    results CSV appendable; otherwise :class:`~bayespeft.errors.RunError` naming the path and what to do."""
+    if run_dir is None:
+        check_output_dir(cfg.output.root, "output.root", "set another with --set output.root=DIR (or fix its permissions)")
+    else:
+        check_output_dir(run_dir, "run directory", "fix its permissions, or start a new run without --resume")
+    check_results_csv(cfg.output.csv_path())
+
+
+def mark_run(run_dir: Path, status: str, error: str) -> None:
+    """Record an unfinished run in ``metrics.json`` (``status``, ``error``; earlier contents kept)."""
+    mfile = run_dir / "metrics.json"
+    try:
+        old = json.loads(mfile.read_text()) if mfile.is_file() else {}
+    except (OSError, ValueError):
+        old = {}
+    try:
+        io.write_json(mfile, {**(old if isinstance(old, dict) else {}), "status": status, "error": error})
+    except OSError:
+        pass  # the original exception is the one to report
+
+
+@contextmanager
+def recording(run_dir: Path, interrupted_hint: str = "") -> Iterator[None]:
+    """Mark the run ``failed`` (any exception, with its message) or ``interrupted`` (Ctrl-C) in ``metrics.json``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mark_run(run_dir, "interrupted", "interrupted" + (f"; {interrupted_hint}" if interrupted_hint else ""))
+        raise
+    except BaseException as e:
+        mark_run(run_dir, "failed", f"{type(e).__name__}: {e}")
+        raise
+
+
+def finish_run(cfg: ExperimentConfig, run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write ``metrics.json`` (``"status": "finished"``), then append the run's rows to the shared results CSV."""
+    metrics = {"status": "finished", **{k: v for k, v in metrics.items() if k not in ("status", "error")}}
+    io.write_json(run_dir / "metrics.json", metrics)
+    publish_rows(cfg, run_dir)
+    return metrics
+
+
+def publish_rows(cfg: ExperimentConfig, run_dir: Path) -> int:
+    """Append the rows of ``run_dir/rows.csv`` whose results the shared CSV does not hold yet; returns how many.
+
+    A row skipped because another run recorded the same result first is reported on stderr. A CSV that cannot be
+    written is a :class:`~bayespeft.errors.RunError` saying where the run's own results are.
+    """
+    csv_path = cfg.output.csv_path()
+    rows = [{k: v for k, v in r.items() if v != ""} for r in read_rows(run_dir / ROWS)]
+    try:
+        appended, skipped = append_results(csv_path, rows)
+    except (OSError, RunError) as e:
+        why = f"{type(e).__name__}: {e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+        raise RunError(f"could not append to the results CSV {csv_path} ({why}); the run's results are saved in "
+                       f"{run_dir / 'metrics.json'} and {run_dir / ROWS}") from e
+    others = [r for r in skipped if r.get("run_dir") != str(run_dir)]
+    if others:
+        print(f"note: {len(others)} result(s) already in {csv_path} (same checkpoint, posterior, settings and split; "
+              f"first recorded by run {others[0].get('run')}); not appended again", file=sys.stderr)
+    return len(appended)
+
+
+def checkpoint_id(ckpt_dir: str | Path) -> str:
+    """SHA-256 of the weights file of a saved adapter directory (recorded in its metadata, else computed)."""
+    from ..adapters.checkpoint import read_meta
+
+    meta = read_meta(ckpt_dir)
+    recorded = (meta.get("sha256") or {}).get(meta["weights"])
+    return recorded or io.sha256_file(Path(ckpt_dir) / meta["weights"])
+
+
+def result_key(cfg: ExperimentConfig, built: Built, run_dir: Path, posterior: str, split: str,
+               settings: dict[str, Any] | None) -> str:
+    """SHA-256 naming one result: the checkpoint's weights, model, adapter and (test-relevant) data settings, the
+    posterior and its ``settings``, the split. With ``settings=None`` (settings not known) or without a saved
+    checkpoint the run directory is part of the key, so such a result is never taken for another run's."""
+    own = settings is None or built.checkpoint is None
+    src = {
+        "checkpoint": built.checkpoint, "run": str(run_dir.resolve()) if own else None,
+        "model": cfg.model.model_dump(mode="json"),
+        "adapter": {k: v for k, v in cfg.adapter.model_dump(mode="json").items() if k != "dropout"},
+        "data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in DATA_KEY_IGNORES},
+        "posterior": posterior, "settings": settings, "split": split,
+    }
+    return hashlib.sha256(json.dumps(src, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settings_columns(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """The CSV cells of a posterior's settings (Laplace: structure, subset, curvature, prior, predictive, link)."""
+    if not settings:
+        return {}
+    out = {k: settings[k] for k in ("structure", "curvature", "prior_method", "predictive") if k in settings}
+    if "subset" in settings:
+        sub = settings["subset"]
+        out["subset"] = sub if isinstance(sub, str) else "+".join(sub)
+    if settings.get("predictive") == "glm" and "link" in settings:
+        out["link"] = settings["link"]
+    if settings.get("predictive") == "mc" or settings.get("link") == "mc":
+        out["n_samples"] = settings.get("n_samples")
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        flat = torch.as_tensor(v, dtype=torch.float64).flatten().tolist()
+        return flat[0] if len(flat) == 1 else ";".join(f"{x:.6g}" for x in flat)
+    return v
+
+
 def record_predictive(
     cfg: ExperimentConfig,
     built: Built,
@@ -62,16 +194,29 @@ def record_predictive(
     probs: torch.Tensor,
     labels: torch.Tensor,
     extra: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics for one predictive on one split: JSON-ready dict, reliability PNG, one results-CSV row."""
+    """Metrics for one predictive on one split: JSON-ready dict, reliability PNG, one row in the run's ``rows.csv``
+    (published to the shared CSV by :func:`finish_run`).
+
+    ``settings``: what, besides the checkpoint, data and split, determines this predictive (``{}`` for the MAP;
+    the Laplace config for a Laplace posterior); it enters the result key and fills the settings columns. ``extra``
+    may carry ``train_time_s``, ``eval_time_s``, ``epochs``, ``n_samples`` and ``prior_precision`` (the tuned
+    value) for the CSV; all of ``extra`` is returned with the metrics.
+    """
     m = classification_metrics(probs, labels)
     tag = f"{posterior}_{split}"
     if cfg.output.reliability_plots:
         plot_reliability_diagram(probs, labels, run_dir / "plots" / f"reliability_{tag}.png", title=f"{posterior} ({split})")
     extra = dict(extra or {})
-    append_result(
-        cfg.output.csv_path(),
-        {
+    append_results(
+        run_dir / ROWS,
+        [{
+            **_settings_columns(settings),
+            "n_samples": extra.get("n_samples", _settings_columns(settings).get("n_samples")),
+            "prior_precision": _cell(extra.get("prior_precision")),
+            "checkpoint": built.checkpoint,
+            "result_key": result_key(cfg, built, run_dir, posterior, split, settings),
             "run": run_dir.name,
             "method": cfg.adapter.method,
             "posterior": posterior,
@@ -89,7 +234,7 @@ def record_predictive(
             "epochs": extra.get("epochs"),
             "seed": cfg.train.seed,
             "run_dir": str(run_dir),
-        },
+        }],
     )
     return {**m, **extra}
 
@@ -101,7 +246,7 @@ def evaluate_map(cfg: ExperimentConfig, built: Built, run_dir: Path, extra: dict
         t0 = time.perf_counter()
         probs, labels = predict_probs(built.model, loader)
         ev = {"eval_time_s": time.perf_counter() - t0, **(extra or {})}
-        out[split] = record_predictive(cfg, built, run_dir, "map", split, probs, labels, ev)
+        out[split] = record_predictive(cfg, built, run_dir, "map", split, probs, labels, ev, settings={})
     return out
 
 
@@ -113,9 +258,11 @@ def start_run(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Path:
     return path
 
 
-def load_checkpoint_into(built: Built, checkpoint: str | Path) -> None:
-    """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch)."""
+def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool = True) -> None:
+    """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch; with
+    ``check_base=False`` base weights other than those the adapter was trained on are accepted)."""
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / "checkpoint").is_dir():  # a run directory
         ckpt = ckpt / "checkpoint"
-    load_adapter(built.model, ckpt)
+    load_adapter(built.model, ckpt, check_base=check_base)
+    built.checkpoint = checkpoint_id(ckpt)

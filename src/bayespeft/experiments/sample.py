@@ -43,7 +43,8 @@ from ..sgmcmc.predict import ensemble_predict, predict_sample
 from ..sgmcmc.probe import probe_batch
 from ..sgmcmc.runner import run_chains
 from ..sgmcmc.store import INDEX, SampleStore
-from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
+from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
+                  recording, split_loaders, start_run)
 
 #: probe scalars drawn in the trace / autocorrelation plots (the per-point ``true_class_prob`` are summarised only).
 PLOTTED = ("loglik", "param_norm", "proj_0", "proj_1", "proj_2", "proj_3")
@@ -234,7 +235,7 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     return resolve_device(cfg.train.device)
 
 
-def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
+def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, check_base: bool = True,
                resume: str | Path | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
     """``bayespeft sample``: MAP warm start (``checkpoint``, or train one), chains, diagnostics, MAP vs sample vs
     ensemble table. Returns ``{"run_dir", "table", "verdict" (text), "diverged", "metrics"...}``.
@@ -250,7 +251,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
     sc = sampler_config(cfg)
     cfg = cfg.model_copy(update={"sgmcmc": sc})
     if resume is not None:
-        return resume_sample_run(cfg, resume, checkpoint)
+        return resume_sample_run(cfg, resume, checkpoint, check_base)
     metrics: dict[str, Any]
     if checkpoint is None:
         from .train import train_model
@@ -260,28 +261,31 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None,
         metrics = dict(trained.metrics)
         ckpt = run_dir / "checkpoint"
     else:
+        check_outputs(cfg)
         built = build(cfg)
-        load_checkpoint_into(built, checkpoint)
+        load_checkpoint_into(built, checkpoint, check_base)
         run_dir = start_run(cfg, run_dir)
         built.model.to(_device(cfg))
-        metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
+        with recording(run_dir):
+            metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
-    io.write_json(run_dir / "metrics.json", metrics)  # the MAP results survive an interrupted sampling run
+    io.write_json(run_dir / "metrics.json", {"status": "running", **metrics})  # MAP results survive an interrupted run
     SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
     return _sample_into(cfg, built, run_dir, metrics, resume=False)
 
 
 def _sample_into(cfg: ExperimentConfig, built: Built, run_dir: Path, metrics: dict[str, Any], resume: bool) -> dict[str, Any]:
-    try:
-        res = sample_and_evaluate(cfg, built, run_dir, cfg.sgmcmc, show_progress=cfg.train.progress, resume=resume)
-    except NoSamplesError:
-        store = SampleStore(run_dir / "samples")
-        metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
-        io.write_json(run_dir / "metrics.json", metrics)
-        raise
+    with recording(run_dir, interrupted_hint=f"continue it with `bayespeft sample CONFIG --resume {run_dir}`"):
+        try:
+            res = sample_and_evaluate(cfg, built, run_dir, cfg.sgmcmc, show_progress=cfg.train.progress, resume=resume)
+        except NoSamplesError:
+            store = SampleStore(run_dir / "samples")
+            metrics["sgmcmc"] = {"error": "no samples to evaluate", **chains_summary(store)}
+            io.write_json(run_dir / "metrics.json", metrics)
+            raise
     metrics["sgmcmc"] = res
-    io.write_json(run_dir / "metrics.json", metrics)
+    metrics = finish_run(cfg, run_dir, metrics)
     return {"run_dir": str(run_dir), "table": _table(metrics["map"], res["label"], res["single"], res["splits"]),
             "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
 
@@ -306,7 +310,8 @@ def config_differences(recorded: Any, current: Any, prefix: str = "") -> list[st
     return [] if recorded == current else [f"{prefix[:-1]}: run has {recorded!r}, config has {current!r}"]
 
 
-def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Any]:
+def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: str | Path | None = None,
+                      check_base: bool = True) -> dict[str, Any]:
     """``bayespeft sample CONFIG --resume RUN_DIR``: continue an interrupted sampling run bit-exactly.
 
     ``run_dir`` must hold the sample store of a ``bayespeft sample`` run of this same config (any difference is an
@@ -352,15 +357,17 @@ def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: st
             f"nothing to resume in {run_dir}: every chain finished (draws per chain: {counts}) and metrics.json holds "
             f"the results; to evaluate the samples again run `bayespeft evaluate CONFIG --checkpoint {ckpt} "
             f"--samples {run_dir}`")}
+    check_outputs(cfg, run_dir)
     built = build(cfg)
-    load_checkpoint_into(built, ckpt)
+    load_checkpoint_into(built, ckpt, check_base)
     built.model.to(_device(cfg))
     if "map" not in metrics:  # stopped before the MAP results were written
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir), "checkpoint": str(ckpt)}
     return _sample_into(cfg, built, run_dir, metrics, resume=True)
 
 
-def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path) -> dict[str, Any]:
+def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_dir: str | Path,
+                         check_base: bool = True) -> dict[str, Any]:
     """``bayespeft evaluate --samples``: MAP vs single sample vs ensemble from an existing store (no sampling).
 
     ``samples_dir`` is the store (``.../samples``) or the run directory holding it; the store's recorded sampler
@@ -373,18 +380,20 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     recorded = store.metadata.get("sampler")
     sc = SamplerConfig.model_validate(recorded) if recorded else sampler_config(cfg)
     label = store.metadata.get("label", sc.sampler)
+    check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint)
+    load_checkpoint_into(built, checkpoint, check_base)
     built.model.to(_device(cfg))
     run_dir = start_run(cfg)
-    map_metrics = evaluate_map(cfg, built, run_dir)
-    diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
-    ev = evaluate_store(cfg, built, run_dir, store, label)
+    with recording(run_dir):
+        map_metrics = evaluate_map(cfg, built, run_dir)
+        diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
+        ev = evaluate_store(cfg, built, run_dir, store, label)
     metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
                "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
                           "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"],
                           "completeness": completeness}}
-    io.write_json(run_dir / "metrics.json", metrics)
+    metrics = finish_run(cfg, run_dir, metrics)
     return {"run_dir": str(run_dir), "table": _table(map_metrics, label, ev["single"], ev["ensemble"]),
             "verdict": diag["verdict_text"], "diverged": diag["diverged"], **metrics}

@@ -68,7 +68,8 @@ def load_weights(path: Path, model: nn.Module) -> int:
     if what:
         raise CheckpointError(
             f"checkpoint {path} does not match the model's trainable tensors: {what}. "
-            "Was it written for another model or adapter? Use a new run directory or resume=False."
+            "Was it written for another model or adapter? Start a new run (CLI: without --resume; Python: a new "
+            "run_dir or resume=False)."
         )
     for name, t in target.items():
         t.copy_(saved[name])

@@ -331,7 +331,7 @@ def _resume(ckpt_dir: Path, model, optimizer, scheduler, generators, cfg: TrainC
         changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
         raise CheckpointError(
             f"{ckpt_dir} was written with a different train config ({changes}); resuming would not reproduce the run. "
-            "Use the original values, a new run directory, or resume=False."
+            "Use the original values, or start a new run (CLI: without --resume; Python: a new run_dir or resume=False)."
         )
     if st["steps_per_epoch"] != steps_per_epoch:
         raise CheckpointError(
@@ -342,13 +342,14 @@ def _resume(ckpt_dir: Path, model, optimizer, scheduler, generators, cfg: TrainC
     if epoch != st["epoch"]:
         raise CheckpointError(
             f"{ckpt_dir}: last.safetensors is from epoch {epoch} but last_state.pt from epoch {st['epoch']} "
-            "(interrupted while writing?); restart with resume=False"
+            "(interrupted while writing?); start a new run (CLI: without --resume; Python: a new run_dir or resume=False)"
         )
     best = ckpt_dir / "best.safetensors"
     if st["best_epoch"] and (not best.exists() or weights_epoch(best) != st["best_epoch"]):
         if st["best_epoch"] != st["epoch"]:
             raise CheckpointError(
-                f"{best} is missing or not from the best epoch {st['best_epoch']}; restart with resume=False"
+                f"{best} is missing or not from the best epoch {st['best_epoch']}; start a new run "
+                "(CLI: without --resume; Python: a new run_dir or resume=False)"
             )
         save_weights(best, model, epoch)  # the crash came between last_state.pt and best.safetensors
     optimizer.load_state_dict(st.pop("optimizer"))
