@@ -99,3 +99,29 @@ def test_a_model_without_trainable_parameters_is_an_error():
 def test_a_network_without_a_block_stack_is_grouped_by_top_level_modules(ref):
     groups = discover_groups(ref.MLP())
     assert [(g.name, g.depth) for g in groups] == [("body", 0), ("head", 1)]
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.fc(x)
+
+
+class _Staged(torch.nn.Module):
+    """``stages`` holds two stages, each a Sequential of blocks: only the outermost stack (``stages``) counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.stages = torch.nn.Sequential(*(torch.nn.Sequential(_Block(), _Block()) for _ in range(2)))
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.stages(x))
+
+
+def test_only_the_outermost_block_stack_defines_the_blocks():
+    groups = discover_groups(_Staged())
+    assert [(g.name, g.depth, len(g.param_names)) for g in groups] == [("stages.0", 0, 4), ("stages.1", 1, 4), ("head", 2, 2)]

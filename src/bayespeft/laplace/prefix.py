@@ -52,15 +52,20 @@ class PrefixCache:
         self.units = units_of(model)
 
     # ---- detection ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def entry(self, names: Sequence[str], batch: Any) -> tuple[int | None, str]:
         """``(k, path)`` for the parameters ``names`` (checked on ``batch`` at the MAP); ``k=None``: the naive path."""
+        return self.entries([names], batch)[0]
+
+    @torch.no_grad()
+    def entries(self, sets: Sequence[Sequence[str]], batch: Any) -> list[tuple[int | None, str]]:
+        """:meth:`entry` for several parameter sets at the cost of one detection forward, one recording forward and
+        one spliced (partial) forward per distinct ``k``."""
         if not self.units:
-            return None, "naive (no block stack found)"
-        owners = {n.rpartition(".")[0] for n in names}
-        owner_modules = [m for n, m in self.model.named_modules() if n in owners]
+            return [(None, "naive (no block stack found)")] * len(sets)
+        modules = dict(self.model.named_modules())
         calls = [0] * len(self.units)
-        state: dict[str, Any] = {"done": 0, "first": None}
+        state: dict[str, Any] = {"done": 0}
+        first: list[int | None] = [None] * len(sets)
         handles = []
 
         def unit_hook(i: int):
@@ -70,31 +75,49 @@ class PrefixCache:
 
             return hook
 
-        def owner_hook(module, args):
-            if state["first"] is None:
-                state["first"] = state["done"]
+        def owner_hook(members: list[int]):
+            def hook(module, args):
+                for j in members:
+                    if first[j] is None:
+                        first[j] = state["done"]
 
+            return hook
+
+        users: dict[str, list[int]] = {}
+        for j, names in enumerate(sets):
+            for owner in {n.rpartition(".")[0] for n in names}:
+                users.setdefault(owner, []).append(j)
         try:
             for i, (_, u) in enumerate(self.units):
                 handles.append(u.register_forward_hook(unit_hook(i)))
-            for m in owner_modules:
-                handles.append(m.register_forward_pre_hook(owner_hook))
+            for owner, members in users.items():
+                if owner in modules:
+                    handles.append(modules[owner].register_forward_pre_hook(owner_hook(members)))
             logits = self.forward_fn(self.model, batch)[0]
         finally:
             for h in handles:
                 h.remove()
         if any(c != 1 for c in calls):
-            return None, f"naive (units called {calls} times in one forward)"
-        k = state["first"]
-        if not k:
-            return None, "naive (the parameters are used before the first block)" if k == 0 else "naive (never used)"
-        _, outs = self.map_forward(batch, [k])
-        with self.replay(k, outs[k]):
-            spliced = self.forward_fn(self.model, batch)[0]
+            return [(None, f"naive (units called {calls} times in one forward)")] * len(sets)
+        ks = sorted({k for k in first if k})
+        _, outs = self.map_forward(batch, ks)
         scale = float(logits.abs().max().clamp_min(1.0))
-        if not torch.allclose(spliced, logits, rtol=1e-4, atol=1e-5 * scale):
-            return None, "naive (the spliced forward does not reproduce the MAP logits)"
-        return k, f"cached-prefix (units 0..{k - 1} of {len(self.units)} replayed, the rest run per sample)"
+        valid = {}
+        for k in ks:
+            with self.replay(k, outs[k]):
+                spliced = self.forward_fn(self.model, batch)[0]
+            valid[k] = torch.allclose(spliced, logits, rtol=1e-4, atol=1e-5 * scale)
+        result: list[tuple[int | None, str]] = []
+        for k in first:
+            if k is None:
+                result.append((None, "naive (never used)"))
+            elif k == 0:
+                result.append((None, "naive (the parameters are used before the first block)"))
+            elif not valid[k]:
+                result.append((None, "naive (the spliced forward does not reproduce the MAP logits)"))
+            else:
+                result.append((k, f"cached-prefix (units 0..{k - 1} of {len(self.units)} replayed, the rest run per sample)"))
+        return result
 
     # ---- per batch ----------------------------------------------------------------------------------------------
     @torch.no_grad()
