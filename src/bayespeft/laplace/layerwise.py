@@ -61,8 +61,11 @@ class LayerwiseLaplace:
 
     def __init__(self, posterior: LaplacePosterior, groups: Sequence[ParamGroup]) -> None:
         self.posterior, self.groups = posterior, list(groups)
+        if posterior.likelihood != "classification":
+            raise ValueError("layer-wise Laplace compares classification calibration; the posterior is a regression one")
         owner = group_of(self.groups)
-        missing = [n for n in owner if n not in set(posterior.param_names)]
+        covered = set(posterior.param_names)
+        missing = [n for n in owner if n not in covered]
         if missing:
             raise ValueError(f"parameters {missing[:4]} of the groups are not in the posterior; fit over the union of the groups")
         # prior groups of the structure are owning modules: each must sit in one layer group
