@@ -121,7 +121,7 @@ def main() -> None:
         ("curvature: all groups in one pass (ours) vs first block's fit", t_ours, t_first, "curvature", m_ours),
         ("  vs mean single-group fit (first/middle/last block)", t_ours, t_mean, None, None),
         (f"  naive protocol: {L} single-group fits (est. {L} x mean)", L * t_mean, t_ours, None, None),
-        ("prior tuning, all groups jointly vs one group's", t_tune, sum(single_tunes) / len(single_tunes), None, None),
+        (f"prior tuning, all groups jointly vs {L} x one group's", t_tune, L * sum(single_tunes) / len(single_tunes), None, None),
         (f"MC, every group: cached prefix (ours) vs naive (scaled from {len(probe)})", t_mc, t_naive, "mc", m_mc),
         ("GLM probit, every group from one pass vs naive MC", t_glm, t_naive, "glm", m_glm),
     ]
