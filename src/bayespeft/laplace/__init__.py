@@ -10,12 +10,15 @@ from bayespeft.laplace import diag, full, kfac, lowrank_kfac  # noqa: F401  (reg
 from bayespeft.laplace.base import STRUCTURES, Structure
 from bayespeft.laplace.config import LaplaceConfig
 from bayespeft.laplace.fit import fit
+from bayespeft.laplace.groups import ParamGroup, discover_groups, select_groups
 from bayespeft.laplace.kfac import KronFactors, collect_kfac
+from bayespeft.laplace.layerwise import LayerwiseLaplace
+from bayespeft.laplace.layerwise_study import layerwise_study
 from bayespeft.laplace.persist import load
 from bayespeft.laplace.posterior import LaplacePosterior
 from bayespeft.laplace.subset import select_parameters
 
 __all__ = [
-    "STRUCTURES", "KronFactors", "LaplaceConfig", "LaplacePosterior", "Structure", "collect_kfac", "fit", "load",
-    "select_parameters",
+    "STRUCTURES", "KronFactors", "LaplaceConfig", "LaplacePosterior", "LayerwiseLaplace", "ParamGroup", "Structure",
+    "collect_kfac", "discover_groups", "fit", "layerwise_study", "load", "select_groups", "select_parameters",
 ]

@@ -110,6 +110,68 @@ class Structure(ABC):
         f, _, g = per_example_grads(model, batch, params, lambda lo, la: cotangents(lo, la, "classification", "jacobian"), forward_fn)
         return f, self.flatten(g, 2).transpose(0, 1).to(self.dtype)
 
+    # ---- restriction to a parameter subset (layer-wise Laplace, bayespeft.laplace.layerwise) ------------------------
+    def index_of(self, names: Sequence[str]) -> torch.Tensor:
+        """Coordinates ``(d_S,)`` in ``θ`` of the parameters ``names`` (kept in ``θ`` order)."""
+        known = set(self.names)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"parameters {unknown[:5]} are not in this posterior (it covers {self.names[:5]}...)")
+        keep, parts, o = set(names), [], 0
+        for n, k in zip(self.names, self.numels):
+            if n in keep:
+                parts.append(torch.arange(o, o + k))
+            o += k
+        if not parts:
+            raise ValueError("restriction to an empty parameter set")
+        return torch.cat(parts).to(self.device)
+
+    def _restricted_copy(self, names: Sequence[str]) -> Structure:
+        """A shallow copy whose bookkeeping (names, shapes, groups) describes only ``names``, in ``θ`` order."""
+        import copy
+
+        self.index_of(names)  # validates the names
+        keep = set(names)
+        new = copy.copy(self)
+        sel = [i for i, n in enumerate(self.names) if n in keep]
+        new.names = [self.names[i] for i in sel]
+        new.shapes = [self.shapes[i] for i in sel]
+        new.numels = [self.numels[i] for i in sel]
+        new.d = sum(new.numels)
+        new.groups = group_names(new.names)
+        gidx = [new.groups.index(owner_module_name(n)) for n in new.names]
+        new.param_group = torch.repeat_interleave(torch.tensor(gidx), torch.tensor(new.numels)).to(self.device)
+        new.group_sizes = torch.bincount(new.param_group, minlength=len(new.groups)).to(self.dtype)
+        return new
+
+    def restrict(self, names: Sequence[str]) -> Structure:
+        """The curvature of the sub-vector ``θ_S`` (``S`` = ``names``), i.e. the rows/columns ``S`` of ``H``.
+
+        For a GGN (or Fisher) ``H = Σ_n J_nᵀ Λ_n J_n`` the ``S`` block is ``Σ_n J_{n,S}ᵀ Λ_n J_{n,S}``: exactly the
+        curvature a fit over ``S`` alone collects, so the restricted posterior ``P_S = scale · H_SS + diag(δ_S)`` equals
+        ``fit(subset=S)`` (note: the precision's sub-block, not the inverse of the covariance's sub-block).
+        """
+        raise NotImplementedError(f"structure {self.name!r} cannot be restricted to a parameter subset")
+
+    def sub_delta(self, sub: Structure, delta: torch.Tensor) -> torch.Tensor:
+        """This structure's per-group ``delta`` ``(G,)`` mapped to the groups of its restriction ``sub``."""
+        return delta[[self.groups.index(g) for g in sub.groups]]
+
+    def glm_cov_parts(
+        self, model: nn.Module, batch: Any, forward_fn: ForwardFn, delta: torch.Tensor, scale: torch.Tensor,
+        parts: Sequence[Sequence[str]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f (B, C), covs (P, B, C, C))``: ``J_p P_p⁻¹ J_pᵀ`` for each disjoint part ``p`` (parameter names), where
+        ``P_p`` is the restriction of the precision to ``p`` (:meth:`restrict`). This default runs one
+        :meth:`glm_cov` per part; structures override it to share one pass of output gradients across parts.
+        """
+        covs, f = [], None
+        for part in parts:
+            sub = self.restrict(part)
+            f, c = sub.glm_cov(model, batch, forward_fn, self.sub_delta(sub, delta), scale)
+            covs.append(c)
+        return f, torch.stack(covs)
+
 
 def positive(values: torch.Tensor, what: str) -> torch.Tensor:
     """Eigenvalues/diagonal of a precision must be > 0: add jitter with a warning, error if that fails."""

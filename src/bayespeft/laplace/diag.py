@@ -56,3 +56,21 @@ class DiagStructure(Structure):
 
     def precision_matrix(self, delta, scale):
         return torch.diag(self._precision(delta, scale))
+
+    def restrict(self, names):
+        """``H_S``: the diagonal entries of the parameters ``names``."""
+        new = self._restricted_copy(names)
+        new.H = self.H[self.index_of(names)]
+        return new
+
+    def glm_cov_parts(self, model, batch, forward_fn, delta, scale, parts):
+        """One Jacobian pass; part ``p``: ``Σ_{i∈p} J_{:,i} J_{:,i}ᵀ / P_ii`` (diagonal ``P``: restriction = block)."""
+        f, J = self.jacobian(model, batch, forward_fn)
+        var = 1.0 / self._precision(delta, scale)
+        covs = []
+        for part in parts:
+            idx = self.index_of(part)
+            Jp = J[..., idx]
+            covs.append(torch.einsum("bcd,d,bed->bce", Jp, var[idx], Jp))
+        return f, torch.stack(covs)
+

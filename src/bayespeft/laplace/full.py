@@ -72,3 +72,23 @@ class FullStructure(Structure):
         z = torch.randn(n, self.d, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
         L = self.cholesky(delta, scale)
         return torch.linalg.solve_triangular(L.T, z.T, upper=True).T
+
+    def restrict(self, names):
+        """``H_SS``: the rows and columns of the parameters ``names`` (the GGN of ``S`` alone)."""
+        new = self._restricted_copy(names)
+        idx = self.index_of(names)
+        new.H = self.H[idx[:, None], idx[None, :]]
+        return new
+
+    def glm_cov_parts(self, model, batch, forward_fn, delta, scale, parts):
+        """One Jacobian pass; part ``p``: ``J_p P_pp⁻¹ J_pᵀ`` with ``P_pp`` the precision's ``p`` block."""
+        f, J = self.jacobian(model, batch, forward_fn)
+        B, C, _ = J.shape
+        covs = []
+        for part in parts:
+            sub = self.restrict(part)
+            L = sub.cholesky(self.sub_delta(sub, delta), scale)
+            Jp = J[..., self.index_of(part)]
+            W = torch.linalg.solve_triangular(L, Jp.reshape(B * C, -1).T, upper=False).T.reshape(B, C, -1)
+            covs.append(W @ W.transpose(1, 2))
+        return f, torch.stack(covs)

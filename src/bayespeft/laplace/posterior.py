@@ -320,6 +320,26 @@ class LaplacePosterior:
             f"prior_precision={self._prior.tolist()[:4]}, temperature={self.temperature})"
         )
 
+    def restrict(self, names: Sequence[str], prior_precision: Any | None = None) -> LaplacePosterior:
+        """The posterior over the parameters ``names`` only (all others at the MAP), without another data pass.
+
+        Its precision is the ``names`` block of this one's (:meth:`Structure.restrict`), which for a GGN/Fisher is
+        what ``fit(subset=names)`` on the same data collects; the MAP log-likelihood, ``N`` and ``T`` are shared.
+        ``prior_precision``: default this posterior's (scalar kept; per group: the restricted groups' values).
+        """
+        sub = self.structure.restrict(names)
+        if prior_precision is None:
+            prior_precision = self._prior if self._prior.numel() == 1 else self.structure.sub_delta(sub, self._prior)
+        post = LaplacePosterior(
+            self.model, sub, likelihood=self.likelihood, curvature=self.curvature,
+            subset_desc=f"restriction of {self.subset_desc} to {len(sub.names)} parameters",
+            prior_precision=prior_precision, temperature=self.temperature, sigma_noise=self.sigma_fit,
+            n_data=self.n_data, n_outputs=self.n_outputs, loss=self.loss, mean=self.mean[self.structure.index_of(names)],
+            forward_fn=self.forward_fn,
+        )
+        post.sigma_noise = self.sigma_noise
+        return post
+
 
 def warn_if_moved(post: LaplacePosterior) -> None:
     """Warn when the model's subset parameters differ from the stored MAP (predictions linearise at the model)."""
