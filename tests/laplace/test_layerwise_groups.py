@@ -21,7 +21,7 @@ def adapted(name: str, method: str):
     model = build_model(tiny_model_config(name), 3, tokenizer=tiny_tokenizer(name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return apply_adapter(model, AdapterConfig(method=method, r=2))
+        return apply_adapter(model, AdapterConfig.dropping_unread({"method": method, "r": 2}))
 
 
 HF_LAYER = r"vit\.(?:layers|encoder\.layer)\.{}"

@@ -183,17 +183,8 @@ class KfacStructure(Structure):
         return P
 
     def glm_cov(self, model, batch, forward_fn, delta, scale):
-        mods = self._modules(model)
-        with LinearTaps(mods) as taps:
-            f, _ = forward_fn(model, batch)
-            V = cotangents(f, f, "classification", "jacobian")
-            grads = taps.output_grads(f, V)
-            cov = torch.zeros(f.shape[0], f.shape[1], f.shape[1], dtype=self.dtype, device=f.device)
-            for key, b in self.blocks.items():
-                g = grads[key].to(self.dtype)  # (C, B, T, dG)
-                a = self._augment(b, taps.activations(key)).to(self.dtype)  # (B, T, dA)
-                cov += self.eig[key].cov_from_taps(a, g, delta[b["group"]], scale)
-        return f.detach(), cov
+        f, covs = self.glm_cov_parts(model, batch, forward_fn, delta, scale, [self.names])
+        return f, covs[0]
 
     @staticmethod
     def _augment(b: dict[str, Any], a: torch.Tensor) -> torch.Tensor:
@@ -201,6 +192,59 @@ class KfacStructure(Structure):
         if b["bias_in_A"]:
             parts.append(torch.ones_like(a[..., :1]))
         return torch.cat(parts, -1)
+
+    def restrict(self, names):
+        """The KFAC blocks of the Linear layers whose parameters are ``names`` (each block whole, or ``ValueError``)."""
+        new = self._restricted_copy(names)
+        keep = set(names)
+        remap = torch.full((self.d,), -1, dtype=torch.long, device=self.device)
+        idx = self.index_of(names)
+        remap[idx] = torch.arange(idx.numel(), device=self.device)
+        new.blocks, new.factors, new.eig = {}, {}, {}
+        for key, b in self.blocks.items():
+            inside = remap[b["index"].reshape(-1)] >= 0
+            if not bool(inside.any()):
+                continue
+            if not bool(inside.all()):
+                raise ValueError(
+                    f"KFAC block {key!r} (weight and bias of one Linear) is only partly in the restriction {sorted(keep)[:4]}; "
+                    "restrict to whole layers"
+                )
+            new.blocks[key] = {**b, "index": remap[b["index"]], "group": new.groups.index(b["module"])}
+            if key in self.factors:
+                new.factors[key] = self.factors[key]
+            if key in self.eig:
+                new.eig[key] = self.eig[key]
+        new._collector = None
+        return new
+
+    def _param_at(self, index: torch.Tensor) -> set[int]:
+        """Positions in :attr:`names` of the parameters that own the ``θ`` coordinates ``index``."""
+        bounds = torch.tensor(self.numels).cumsum(0).to(index.device)
+        return set(torch.bucketize(index.reshape(-1), bounds, right=True).unique().tolist())
+
+    def glm_cov_parts(self, model, batch, forward_fn, delta, scale, parts):
+        """One pass of output gradients for every part: each KFAC block's term of :meth:`glm_cov` goes to its part."""
+        part_of = {n: i for i, part in enumerate(parts) for n in part}
+        block_part = {}
+        for key, b in self.blocks.items():
+            owners = {part_of.get(self.names[i]) for i in self._param_at(b["index"])}
+            if len(owners) != 1:
+                raise ValueError(f"KFAC block {key!r} must lie in exactly one part, found parts {sorted(map(str, owners))}")
+            block_part[key] = owners.pop()
+        mods = {k: m for k, m in self._modules(model).items() if block_part[k] is not None}
+        with LinearTaps(mods) as taps:
+            f, _ = forward_fn(model, batch)
+            V = cotangents(f, f, "classification", "jacobian")
+            grads = taps.output_grads(f, V)
+            covs = torch.zeros(len(parts), f.shape[0], f.shape[1], f.shape[1], dtype=self.dtype, device=f.device)
+            for key, b in self.blocks.items():
+                if block_part[key] is None:
+                    continue
+                g = grads[key].to(self.dtype)
+                a = self._augment(b, taps.activations(key)).to(self.dtype)
+                covs[block_part[key]] += self.eig[key].cov_from_taps(a, g, delta[b["group"]], scale)
+        return f.detach(), covs
 
 
 @dataclass
@@ -299,55 +343,3 @@ class KronEig:
         return cov
 
     # ---- restriction (layer-wise Laplace) -----------------------------------------------------------------------
-    def restrict(self, names):
-        """The KFAC blocks of the Linear layers whose parameters are ``names`` (each block whole, or ``ValueError``)."""
-        new = self._restricted_copy(names)
-        keep = set(names)
-        remap = torch.full((self.d,), -1, dtype=torch.long, device=self.device)
-        idx = self.index_of(names)
-        remap[idx] = torch.arange(idx.numel(), device=self.device)
-        new.blocks, new.factors, new.eig = {}, {}, {}
-        for key, b in self.blocks.items():
-            inside = remap[b["index"].reshape(-1)] >= 0
-            if not bool(inside.any()):
-                continue
-            if not bool(inside.all()):
-                raise ValueError(
-                    f"KFAC block {key!r} (weight and bias of one Linear) is only partly in the restriction {sorted(keep)[:4]}; "
-                    "restrict to whole layers"
-                )
-            new.blocks[key] = {**b, "index": remap[b["index"]], "group": new.groups.index(b["module"])}
-            if key in self.factors:
-                new.factors[key] = self.factors[key]
-            if key in self.eig:
-                new.eig[key] = self.eig[key]
-        new._collector = None
-        return new
-
-    def _param_at(self, index: torch.Tensor) -> set[int]:
-        """Positions in :attr:`names` of the parameters that own the ``θ`` coordinates ``index``."""
-        bounds = torch.tensor(self.numels).cumsum(0).to(index.device)
-        return set(torch.bucketize(index.reshape(-1), bounds, right=True).unique().tolist())
-
-    def glm_cov_parts(self, model, batch, forward_fn, delta, scale, parts):
-        """One pass of output gradients for every part: each KFAC block's term of :meth:`glm_cov` goes to its part."""
-        part_of = {n: i for i, part in enumerate(parts) for n in part}
-        block_part = {}
-        for key, b in self.blocks.items():
-            owners = {part_of.get(self.names[i]) for i in self._param_at(b["index"])}
-            if len(owners) != 1:
-                raise ValueError(f"KFAC block {key!r} must lie in exactly one part, found parts {sorted(map(str, owners))}")
-            block_part[key] = owners.pop()
-        mods = {k: m for k, m in self._modules(model).items() if block_part[k] is not None}
-        with LinearTaps(mods) as taps:
-            f, _ = forward_fn(model, batch)
-            V = cotangents(f, f, "classification", "jacobian")
-            grads = taps.output_grads(f, V)
-            covs = torch.zeros(len(parts), f.shape[0], f.shape[1], f.shape[1], dtype=self.dtype, device=f.device)
-            for key, b in self.blocks.items():
-                if block_part[key] is None:
-                    continue
-                g = grads[key].to(self.dtype)
-                a = self._augment(b, taps.activations(key)).to(self.dtype)
-                covs[block_part[key]] += self._block_cov(key, a, g, delta, scale)
-        return f.detach(), covs
