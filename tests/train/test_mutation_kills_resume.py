@@ -45,7 +45,7 @@ def test_config_keys_missing_from_the_checkpoint_count_as_changes(toy, run_dir, 
     _edit_state(finished, config=config)
     with pytest.raises(CheckpointError, match=re.escape(
         "different train config (grad_clip: None -> 0.5, lr: None -> 0.01); resuming would not reproduce the run. "
-        "Use the original values, a new run directory, or resume=False."
+        "Use the original values, or start a new run (CLI: without --resume; Python: a new run_dir or resume=False)."
     )):
         fit(toy.MLP(), *toy.loaders(), CFG, run_dir)
 
@@ -61,7 +61,7 @@ def test_last_weights_from_another_epoch_are_refused(toy, run_dir, finished):
     save_weights(finished / "last.safetensors", toy.MLP(), 1)
     with pytest.raises(CheckpointError, match=re.escape(
         "last.safetensors is from epoch 1 but last_state.pt from epoch 2 (interrupted while writing?); "
-        "restart with resume=False"
+        "start a new run (CLI: without --resume; Python: a new run_dir or resume=False)"
     )):
         fit(toy.MLP(), *toy.loaders(), CFG, run_dir)
 
@@ -78,6 +78,7 @@ def test_missing_best_from_an_older_epoch_is_refused(toy, run_dir, finished):
     (finished / "best.safetensors").unlink()
     _edit_state(finished, best_epoch=1)
     with pytest.raises(CheckpointError, match=re.escape(
-        "best.safetensors is missing or not from the best epoch 1; restart with resume=False"
+        "best.safetensors is missing or not from the best epoch 1; start a new run "
+        "(CLI: without --resume; Python: a new run_dir or resume=False)"
     )):
         fit(toy.MLP(), *toy.loaders(), CFG, run_dir)
