@@ -12,5 +12,9 @@ class CheckpointError(BayesPeftError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model."""
 
 
+class DataError(BayesPeftError, ValueError):
+    """Dataset files that cannot be fetched, verified or read (the message names the file and what to do)."""
+
+
 # ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
 USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)
