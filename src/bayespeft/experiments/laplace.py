@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, validate
 from ..laplace import LaplaceConfig, fit
 from .run import Built, build, evaluate_map, load_checkpoint_into, record_predictive, split_loaders, start_run
 
@@ -57,17 +57,36 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     return out
 
 
+#: ``bayespeft laplace`` flag -> key of the ``laplace`` config section it sets.
+FLAG_KEYS = {"structure": "structure", "subset": "subset", "curvature": "curvature", "prior": "prior_method",
+             "predictive": "predictive", "link": "link"}
+
+
+def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | None) -> ExperimentConfig:
+    """``cfg`` with the command-line flags (``{"structure": "kfac", "prior": "marglik", ...}``, None = not given) set
+    in its ``laplace`` section and validated like the config file itself: a bad value gets the config loader's
+    message (the key, what is allowed, the closest valid name). ``subset`` may be comma-separated."""
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(FLAG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown laplace flag(s) {unknown}; valid: {sorted(FLAG_KEYS)}")
+    if not given:
+        return cfg if cfg.laplace is not None else cfg.model_copy(update={"laplace": LaplaceConfig()})
+    raw = cfg.model_dump(mode="json")
+    section = dict(raw.get("laplace") or {})
+    for flag, value in given.items():
+        section[FLAG_KEYS[flag]] = [s for s in value.split(",") if s] if flag == "subset" and "," in value else value
+    raw["laplace"] = section
+    typed = " ".join(f"--{k} {v}" for k, v in given.items())
+    return validate(raw, source=f"laplace flags ({typed})")
+
+
 def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace."""
-    upd = {}
-    for k, v in (cli or {}).items():
-        if v is None:
-            continue
-        key = {"prior": "prior_method"}.get(k, k)
-        upd[key] = [s for s in v.split(",") if s] if key == "subset" and "," in v else v
-    base = cfg.laplace.model_dump() if cfg.laplace is not None else {}
-    lc = LaplaceConfig.model_validate({**base, **upd})
-    cfg = cfg.model_copy(update={"laplace": lc})
+    """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace.
+
+    ``cli``: the command's flags (see :func:`with_laplace_flags`), checked before anything is built or read."""
+    cfg = with_laplace_flags(cfg, cli)
+    lc = cfg.laplace
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
     run_dir = start_run(cfg)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..section import Section
+from ..section import Example, Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -14,7 +14,10 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 class ModelConfig(Section):
     """Backbone selection. ``name`` is a :data:`bayespeft.models.MODELS` registry name (``bayespeft list models``)."""
 
-    name: str = Field(description="backbone registry name, e.g. micro_vit, vit_base_patch16_224, hf_text, resnet18_cifar")
+    name: str = Field(
+        description="backbone registry name (`bayespeft list models`)",
+        examples=["micro_vit", "vit_base_patch16_224", "hf_text", "resnet18_cifar"],
+    )
     pretrained: bool | None = Field(
         None,
         description=(
@@ -40,10 +43,16 @@ class ModelConfig(Section):
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "architecture overrides passed to the config/constructor, e.g. {depth: 2, embed_dim: 32} (timm), "
-            "{hidden_size: 32, num_hidden_layers: 2} (transformers), {model_type: llama, ...} for hf_causal_lm "
-            "from config, {depth: 10, widen_factor: 1} (wrn28_10)"
+            "architecture overrides passed to the config/constructor: timm keyword arguments, transformers config "
+            "attributes ({model_type: llama, ...} for hf_causal_lm from config), WRN depth/widen_factor"
         ),
+        examples=[
+            Example({"depth": 2, "embed_dim": 32, "num_heads": 2},
+                    {"model.name": "vit_tiny_patch16_224", "model.pretrained": False, "model.image_size": 32}),
+            Example({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                     "patch_size": 4}, {"model.name": "hf_vit", "model.pretrained": False, "model.image_size": 16}),
+            Example({"depth": 10, "widen_factor": 1}, {"model.name": "wrn28_10", "model.image_size": 8}),
+        ],
     )
     dtype: Dtype = Field("float32", description="parameter dtype of the backbone: float32, bfloat16 or float16")
 
