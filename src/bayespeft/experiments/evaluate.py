@@ -17,6 +17,7 @@ def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path) -> dict[str, Any
     built = build(cfg)
     load_checkpoint_into(built, checkpoint)
     path = start_run(cfg)
-    metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
+    metrics = {"params": built.params, "data": built.data.record(), "checkpoint": str(checkpoint),
+               "map": evaluate_map(cfg, built, path)}
     io.write_json(path / "metrics.json", metrics)
     return {"run_dir": str(path), **metrics}

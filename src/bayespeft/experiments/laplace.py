@@ -94,6 +94,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     lap = fit_and_evaluate(cfg, built, run_dir, lc)
     table = [{"posterior": "map", "split": s, **m} for s, m in map_metrics.items()]
     table += [{"posterior": lap["label"], "split": s, **m} for s, m in lap["splits"].items()]
-    metrics = {"checkpoint": str(checkpoint), "params": built.params, "map": map_metrics, "laplace": lap}
+    metrics = {"checkpoint": str(checkpoint), "params": built.params, "data": built.data.record(), "map": map_metrics,
+               "laplace": lap}
     io.write_json(run_dir / "metrics.json", metrics)
     return {"run_dir": str(run_dir), "table": table, **metrics}

@@ -233,7 +233,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> d
         load_checkpoint_into(built, checkpoint)
         run_dir = start_run(cfg)
         built.model.to(_device(cfg))
-        metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
+        metrics = {"params": built.params, "data": built.data.record(), "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
     SampleStore(run_dir / "samples", metadata={"checkpoint": str(ckpt), "config": cfg.model_dump(mode="json")})
@@ -269,7 +269,8 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     map_metrics = evaluate_map(cfg, built, run_dir)
     diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
     ev = evaluate_store(cfg, built, run_dir, store, label)
-    metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
+    metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params,
+               "data": built.data.record(), "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
                "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
                           "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"]}}
