@@ -121,7 +121,10 @@ def fit(
 
     last_saved = st["epoch"] if resumed_from is not None else None
     todo = [] if st["stopped_early"] else list(range(st["epoch"] + 1, cfg.epochs + 1))
-    for epoch in progress_bar(todo, desc="epochs", enabled=cfg.progress, leave=True):
+    # off a terminal: one line per epoch with the losses, elapsed time and ETA (bayespeft.progress)
+    epochs = progress_bar(todo, desc="epochs", total=cfg.epochs, initial=st["epoch"], enabled=cfg.progress, leave=True,
+                          every_s=0)
+    for epoch in epochs:
         t_epoch = time.perf_counter()
         try:
             tr = _train_epoch(model, train_loader, optimizer, scheduler, params, cfg, device, amp_dtype, epoch,
@@ -153,6 +156,7 @@ def fit(
         )
         st["history"].append(rec.to_dict())
         st["epoch"] = epoch
+        epochs.set_postfix(**{k: v for k, v in (("train_loss", tr["loss"]), ("val_loss", rec.val_loss)) if v is not None})
         if cfg.checkpoint_every_epoch or st["stopped_early"] or epoch == cfg.epochs:
             save_weights(ckpt_dir / "last.safetensors", model, epoch)
             save_state(ckpt_dir / "last_state.pt", {
@@ -167,6 +171,7 @@ def fit(
             cb(rec)
         if st["stopped_early"]:
             break
+    epochs.close()  # off a terminal: the line of an epoch that ended the loop early
 
     if (ckpt_dir / "best.safetensors").exists():
         load_weights(ckpt_dir / "best.safetensors", model)
