@@ -190,6 +190,6 @@ def test_tiny_mrpc_roberta_lora_map_sgld_and_laplace(capsys, overrides):
 
 
 def test_tiny_digits_sample_trains_its_own_map(capsys, overrides):
-    run = cli(capsys, "sample", str(CONFIGS / "tiny" / "digits_micro_vit_lora_sgld.yaml"), *overrides("digits"))
+    run = cli(capsys, "sample", str(CONFIGS / "tiny" / "digits_lora.yaml"), *overrides("digits"))
     metrics = check_sample_run(run)
     assert "train" in metrics and (run / "checkpoint").is_dir() and set(metrics["sgmcmc"]["splits"]) == {"test", "test_shift"}

@@ -94,7 +94,7 @@ def test_mrpc_truncation_is_a_warning_and_recorded(mrpc_cli, capsys):
 
 
 def test_nothing_dropped_means_no_warning(capsys, tmp_path):
-    assert main(["train", str(CONFIGS / "tiny" / "digits_micro_vit_lora_sgld.yaml"), "--set", f"output.root={tmp_path}",
+    assert main(["train", str(CONFIGS / "tiny" / "digits_lora.yaml"), "--set", f"output.root={tmp_path}",
                  "--set", "output.reliability_plots=false", "--set", "train.progress=false"]) == 0
     out, err = capsys.readouterr()
     assert warnings_in(err) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..section import Example, Section
 
@@ -18,13 +18,16 @@ class ModelConfig(Section):
         description="backbone registry name (`bayespeft list models`)",
         examples=["micro_vit", "vit_base_patch16_224", "hf_text", "resnet18_cifar"],
     )
-    pretrained: bool | None = Field(
+    pretrained: bool | str | None = Field(
         None,
         description=(
             "load pretrained weights (from `path`, else the local Hugging Face hub cache). null = the backbone's "
             "default: pretrained for timm/Hugging Face backbones, random init for micro_vit/resnet18_cifar/wrn28_10 "
-            "(which have no published weights; give `path` to a .safetensors state dict to load your own)"
+            "(which have no published weights; give `path` to a .safetensors state dict to load your own). A name "
+            "picks a registered weights source, made and cached on first use: quickstart-upstream = the quickstart's "
+            "micro_vit pretrained on the digits 0-4"
         ),
+        examples=[True, False, Example("quickstart-upstream", {"model.name": "micro_vit"})],
     )
     path: str | None = Field(
         None,
@@ -63,6 +66,24 @@ class ModelConfig(Section):
 
         MODELS.get(v)  # raises UnknownNameError listing the known names
         return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _known_source(cls, v: bool | str | None) -> bool | str | None:
+        if isinstance(v, str):
+            from .sources import WEIGHT_SOURCES
+
+            WEIGHT_SOURCES.get(v)  # raises UnknownNameError listing the sources (and the closest name)
+        return v
+
+    @model_validator(mode="after")
+    def _source_or_path(self) -> ModelConfig:
+        if isinstance(self.pretrained, str) and self.path is not None:
+            raise ValueError(
+                f"pretrained: {self.pretrained} makes its own weights file, so path ({self.path}) would be ignored: "
+                "give one of them (path with pretrained: true)"
+            )
+        return self
 
     @field_validator("image_size")
     @classmethod
