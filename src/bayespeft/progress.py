@@ -13,6 +13,8 @@ loop took that long. ETA = (elapsed / items done in this run) x items left.
 Which one (``enabled`` is e.g. ``train.progress``; the environment variable ``BAYESPEFT_PROGRESS`` applies when it is
 None): ``False`` / ``BAYESPEFT_PROGRESS=0`` -> nothing; ``None`` / ``True`` / ``BAYESPEFT_PROGRESS=1`` -> a bar on a
 terminal, lines elsewhere; ``BAYESPEFT_PROGRESS=bar`` or ``lines`` forces one of them. Output goes to stderr.
+Every mode iterates the wrapped iterable exactly as a bare ``for`` loop would (one ``iter()``), so what is shown
+never changes what is computed (the batch order of a seeded DataLoader).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal, TypeVar
 
-from tqdm.auto import tqdm
+# the plain tqdm: ``tqdm.auto`` is the asyncio variant, whose constructor calls ``iter(iterable)`` and throws the
+# iterator away -- for a DataLoader that draws from its generator (another batch order than an unwrapped loop, so
+# results depended on whether progress was shown) and starts worker processes twice.
+from tqdm import tqdm
 
 T = TypeVar("T")
 Mode = Literal["off", "bar", "lines"]

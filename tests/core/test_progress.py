@@ -146,3 +146,28 @@ def test_laplace_prior_tuning_and_sampling_report_off_a_terminal(no_env, monkeyp
     for desc, total in (("Laplace fit (full)", 4), ("prior (marglik)", 5), ("sgld chain 0", 4)):
         mine = [LINE.match(ln) for ln in err if ln.startswith(desc + " ")]
         assert mine and all(m and int(m["total"]) == total for m in mine), (desc, err)
+
+
+@pytest.mark.parametrize("env", ["0", "lines", "bar"])
+def test_progress_never_changes_what_is_computed(env, monkeypatch, tmp_path):
+    """The same seeded loader gives the batches of a bare loop in every mode (the asyncio tqdm of ``tqdm.auto`` made
+    an extra iterator, which draws from the loader's generator), and training ends with the same weights."""
+    from bayespeft.train import TrainConfig, fit
+
+    monkeypatch.setenv("BAYESPEFT_PROGRESS", env)
+
+    def loader():
+        return DataLoader(TensorDataset(torch.arange(100)), batch_size=16, shuffle=True,
+                          generator=torch.Generator().manual_seed(1))
+
+    bare = [b[0].tolist() for b in loader()]
+    assert [b[0].tolist() for b in progress(loader(), desc="x")] == bare
+    torch.manual_seed(0)
+    model, train, val = toy()
+    fit(model, train, val, TrainConfig(epochs=2, lr=1e-2), tmp_path / "shown")
+    torch.manual_seed(0)
+    ref, train2, val2 = toy()
+    monkeypatch.setenv("BAYESPEFT_PROGRESS", "0")
+    fit(ref, train2, val2, TrainConfig(epochs=2, lr=1e-2, progress=False), tmp_path / "quiet")
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
