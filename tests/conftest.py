@@ -2,12 +2,22 @@
 quiet progress bars, and a private cache directory for the quickstart's upstream checkpoint."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("BAYESPEFT_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# one cache for the whole session: the quickstart's upstream backbone is made once by the first test needing it
+_CACHE = tempfile.mkdtemp(prefix="bayespeft-test-cache-")
+os.environ["BAYESPEFT_CACHE"] = _CACHE
+
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)

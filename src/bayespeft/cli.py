@@ -5,9 +5,11 @@ the command that needs them, so ``--help``, ``config``, ``validate`` and ``list`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
@@ -309,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import USER_ERRORS
 
     try:
-        status = args.run(args)  # None, or an exit status (doctor: 1 when a check failed)
+        with warnings_to_stderr():
+            status = args.run(args)  # None, or an exit status (doctor: 1 when a check failed)
     except USER_ERRORS as e:
         if os.environ.get("BAYESPEFT_DEBUG"):
             raise
@@ -319,6 +322,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; completed work is saved in the run directory", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """While a command runs, the library's WARNING log records (rows a loader dropped or truncated, ...) are one
+    ``warning: ...`` line each on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("bayespeft")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

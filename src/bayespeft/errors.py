@@ -21,5 +21,9 @@ class RunError(BayesPeftError):
     the config, an output directory or results CSV that cannot be written."""
 
 
+class DataError(BayesPeftError, ValueError):
+    """Dataset files that cannot be fetched, verified or read (the message names the file and what to do)."""
+
+
 # ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
 USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)

@@ -10,7 +10,18 @@ closest valid key; this module imports nothing from it, so the library never dep
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from pydantic import BaseModel, ConfigDict
+
+
+class Example(NamedTuple):
+    """An example value of a config field that needs other settings to be valid (``Field(examples=[...])`` holds
+    plain values or these): ``with_`` maps dotted keys to the values they need, e.g. ``{"sgmcmc.sampler": "sghmc"}``.
+    `bayespeft config` shows every example and the test suite checks that each one validates (and builds)."""
+
+    value: Any
+    with_: dict[str, Any]
 
 
 class Section(BaseModel):

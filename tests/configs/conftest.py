@@ -25,3 +25,21 @@ def data_root(tmp_path_factory) -> Path:
     write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
     write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
     return root
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Every attempt to open a connection fails as it would offline (URLError / OSError), so a config that needs
+    the network cannot pass."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    def refuse(*a, **kw):
+        raise urllib.error.URLError("network disabled in this test")
+
+    def refuse_socket(self, *a, **kw):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse_socket)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bayespeft.data import DataConfig, build_data
+from bayespeft.errors import DataError
 from bayespeft.inputs import InputSpec
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -111,7 +112,7 @@ def test_missing_file_is_named(cifar10_root, tmp_path):
 
 
 def test_md5_verification_rejects_non_official_files(cifar10_root):
-    with pytest.raises(RuntimeError, match=r"md5 of .*data_batch_1.*does not match the official release.*verify_checksums=false"):
+    with pytest.raises(DataError, match=r"md5 of .*data_batch_1.*does not match the official release.*verify_checksums=false"):
         build_data(DataConfig(name="cifar10", root=str(cifar10_root)), SPEC)
 
 

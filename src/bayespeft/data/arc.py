@@ -7,7 +7,8 @@ Layout (the AI2 release ``ARC-V1-Feb2018``)::
 ``data.root`` may also point at the subset directory itself or at ``ARC-V1-Feb2018-2/``. Each line is
 ``{"id", "question": {"stem", "choices": [{"text", "label"}, ...]}, "answerKey"}``; labels are "A".."E" or
 "1".."5" (numeric labels are mapped to letters, 1 -> A). Only questions with exactly 4 choices are kept (the
-large majority); the number dropped per split is logged and stored in ``metadata["dropped"]``.
+large majority); the number dropped per split (test included) is a warning and is stored in ``metadata["dropped"]``,
+as is the number of prompts truncated to ``max_length`` (``metadata["truncated"]``).
 
 Each question becomes the prompt (no answer appended)::
 
@@ -29,19 +30,16 @@ Train; Test -> test.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..inputs import InputSpec
-from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
+from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample, warn_rows
 from .collate import Collator, ensure_pad_token
 from .config import DataConfig
 from .text import TokenizedDataset, tokenize
-
-log = logging.getLogger(__name__)
 
 INFO = DatasetInfo(num_classes=4, task="multiple_choice", modality="text")
 LETTERS = "ABCDE"
@@ -124,17 +122,20 @@ def _build(name: str, subset: str, cfg: DataConfig, spec: InputSpec) -> DataBund
     sets: dict[str, TokenizedDataset] = {}
     dropped: dict[str, int] = {}
     truncated: dict[str, int] = {}
+    read: dict[str, int] = {}
     for split in ("Train", "Dev", "Test"):
         path = directory / f"{subset}-{split}.jsonl"
         if not path.is_file():
             continue
         prompts, labels, dropped[split.lower()] = read_arc(path)
+        read[split.lower()] = len(prompts) + dropped[split.lower()]
         enc, truncated[split.lower()] = tokenize(tok, prompts, max_length=max_length, truncation_side="left", desc=f"tokenize {path.name}")
         sets[split] = TokenizedDataset(enc, labels)
-    if any(dropped.values()):
-        log.info("%s: dropped questions without exactly 4 choices: %s", name, dropped)
-    if any(truncated.values()):
-        log.warning("%s: prompts longer than max_length=%d were truncated on the left: %s", name, max_length, truncated)
+    warn_rows(name, "dropped", dropped, read, "questions", f"(not exactly {NUM_CHOICES} choices: the model scores the "
+              f"letters {LETTERS[0]}-{LETTERS[NUM_CHOICES - 1]})")
+    kept = {s: n - dropped[s] for s, n in read.items()}
+    warn_rows(name, "truncated", truncated, kept, "prompts", f"longer than max_length={max_length} tokens (cut on the "
+              "left, keeping 'Answer:'); raise data.max_length to keep them whole")
     full = sets["Train"]
     if "Dev" in sets:
         tr, val_ds = np.arange(len(full)), sets["Dev"]

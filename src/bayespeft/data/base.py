@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -12,6 +13,9 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from ..registry import Registry
+
+#: Loaders report dropped and truncated rows here as WARNINGs (the CLI prints them as ``warning: ...`` on stderr).
+log = logging.getLogger("bayespeft.data")
 
 if TYPE_CHECKING:
     from ..inputs import InputSpec
@@ -112,6 +116,22 @@ class DataBundle:
 
         train = DataLoader(self.train, batch_size=bs, shuffle=True, generator=gen, **common)
         return Loaders(train, evaluation(self.val), evaluation(self.test), evaluation(self.test_shift))
+
+    def record(self) -> dict[str, Any]:
+        """What a run records about its data (``metrics.json["data"]``): classes, task, split sizes, and the rows
+        the loader dropped / truncated per file split (``{}`` when none can be), plus the dataset's other metadata."""
+        md = dict(self.metadata)
+        return {"num_classes": self.num_classes, "task": self.task, **md,
+                "dropped": dict(md.get("dropped", {})), "truncated": dict(md.get("truncated", {}))}
+
+
+def warn_rows(dataset: str, action: str, counts: dict[str, int], totals: dict[str, int], what: str, why: str) -> None:
+    """One WARNING line when a loader dropped or truncated rows, e.g. ``arc_easy: dropped 1 of 22 train, 1 of 9 test
+    questions (...)``. ``counts`` / ``totals`` map each split to the rows affected / read; nothing is logged when no
+    row was affected."""
+    parts = [f"{n} of {totals[s]} {s}" for s, n in counts.items() if n]
+    if parts:
+        log.warning("%s: %s %s %s %s; the counts are in the run's metrics.json (data)", dataset, action, ", ".join(parts), what, why)
 
 
 def split_indices(

@@ -5,7 +5,11 @@ Expected layout (what ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` e
     <root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
     <root>/cifar-100-python/{train, test, meta}
 
-``data.download=true`` lets torchvision fetch and extract the archive into ``<root>``.
+``data.download=true`` fetches the official archive (``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``) into
+``<root>`` with torchvision's downloader, checks its md5 (and size) against the official release when
+``verify_checksums``, and extracts it (:func:`download_cifar`); nothing is fetched when the files are already there.
+A failed download, an md5 mismatch and a truncated archive each raise a :class:`~bayespeft.errors.DataError` naming the
+file and what to do.
 
 Integrity: the files are pickles, so by default (``verify_checksums=True``) every file's md5 is compared with the
 sums torchvision records for the official release *before* anything is unpickled; only the byte-exact official
@@ -23,14 +27,18 @@ from __future__ import annotations
 
 import os
 import pickle
+import tarfile
+import urllib.error
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 from torchvision.transforms import v2
 
+from ..errors import DataError
 from ..inputs import InputSpec
 from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
 from .collate import Collator
@@ -82,11 +90,26 @@ def _required_files(cls: type) -> list[str]:
     return [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
 
-def _check_files(name: str, root: Path, verify: bool) -> None:
-    """Raise a FileNotFoundError naming the path and layout, or (``verify``) a RuntimeError on an md5 mismatch."""
+#: sizes in bytes of the official archives (their md5s are torchvision's ``tgz_md5``); tells truncated from altered.
+ARCHIVE_BYTES = {"cifar10": 170_498_071, "cifar100": 169_001_437}
+
+
+def _file_problems(name: str, root: Path, verify: bool) -> tuple[list[str], list[str]]:
+    """``(missing, bad_md5)`` file names of the extracted release under ``root`` (md5s only checked when ``verify``)."""
     cls = _CLASSES[name]
     base = root / cls.base_folder
     missing = [f for f in _required_files(cls) if not (base / f).is_file()]
+    if missing or not verify:
+        return missing, []
+    sums = [(f, md5) for f, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
+    return [], [f for f, md5 in sums if not check_integrity(str(base / f), md5)]
+
+
+def _check_files(name: str, root: Path, verify: bool) -> None:
+    """Raise a FileNotFoundError naming the path and layout, or (``verify``) a DataError on an md5 mismatch."""
+    cls = _CLASSES[name]
+    base = root / cls.base_folder
+    missing, bad = _file_problems(name, root, verify)
     if missing:
         what = f"directory {base} does not exist" if not base.is_dir() else f"{base} lacks {', '.join(missing)}"
         raise FileNotFoundError(
@@ -94,27 +117,62 @@ def _check_files(name: str, root: Path, verify: bool) -> None:
             f"Set data.download=true (CLI: --set data.download=true) to download it, or point data.root at the "
             f"directory that contains {cls.base_folder}/."
         )
+    if bad:
+        raise DataError(
+            f"{name}: md5 of {', '.join(str(base / f) for f in bad)} does not match the official release; "
+            "re-download (data.download=true after deleting the folder), or set data.verify_checksums=false "
+            "only if you created these files yourself"
+        )
+
+
+def download_cifar(name: str, root: str | Path, verify: bool = True) -> Path:
+    """Fetch the official archive of ``name`` into ``root`` (unless it is there), check it and extract it.
+
+    The archive's md5 is compared with the official one when ``verify`` (then a short file is reported as truncated,
+    by its size); every failure -- no network, an md5 mismatch, an archive that does not extract -- raises a one-line
+    :class:`~bayespeft.errors.DataError` naming the file and what to do. A partial download is removed; an archive
+    that fails its check is kept (for inspection) and the message says to delete it. Returns the archive path.
+    """
+    cls, root = _CLASSES[name], Path(root)
+    archive = root / cls.filename
+    fresh = f"delete {archive} and run again to download it afresh"
+    if not archive.is_file():
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            download_url(cls.url, str(root), cls.filename)  # md5 checked below, with a clearer message
+        except OSError as e:  # urllib.error.URLError is an OSError; also disk full / permission denied
+            archive.unlink(missing_ok=True)
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            raise DataError(
+                f"{name}: could not download {cls.url} to {archive} ({reason}); check the network connection "
+                f"(proxy: HTTPS_PROXY) and that {root} is writable, or fetch the file elsewhere and put it at "
+                f"{archive}, or extract a copy into {root} and set data.download=false"
+            ) from None
     if verify:
-        sums = [(f, md5) for f, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
-        bad = [f for f, md5 in sums if not check_integrity(str(base / f), md5)]
-        if bad:
-            raise RuntimeError(
-                f"{name}: md5 of {', '.join(str(base / f) for f in bad)} does not match the official release; "
-                "re-download (data.download=true after deleting the folder), or set data.verify_checksums=false "
-                "only if you created these files yourself"
-            )
+        md5 = calculate_md5(str(archive))
+        if md5 != cls.tgz_md5:
+            size, expected = archive.stat().st_size, ARCHIVE_BYTES[name]
+            what = (f"truncated ({size:,} of {expected:,} bytes; an interrupted download?)" if size < expected
+                    else "not the official archive")
+            raise DataError(f"{name}: {archive} is {what}: its md5 is {md5}, the official one {cls.tgz_md5}; {fresh}")
+    try:
+        extract_archive(str(archive), str(root))
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{name}: could not extract {archive}, it is truncated or corrupt ({e}); {fresh}") from None
+    return archive
 
 
 def load_cifar_arrays(
     name: str, root: str | Path, download: bool = False, verify: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Return ``(train_images, train_labels, test_images, test_labels, class_names)`` of the official release:
-    images (N, 3, 32, 32) uint8, labels (N,) long. Files are md5-checked once (when ``verify``) before unpickling."""
+    images (N, 3, 32, 32) uint8, labels (N,) long. Files are md5-checked once (when ``verify``) before unpickling;
+    with ``download`` a missing (or, when ``verify``, altered) release is fetched first (:func:`download_cifar`)."""
     if name not in _CLASSES:
         raise ValueError(f"unknown CIFAR variant {name!r}; allowed: {sorted(_CLASSES)}")
     root, cls = Path(root), _CLASSES[name]
-    if download:  # torchvision downloads + extracts when the (md5-)check fails
-        cls(root, train=True, download=True, verify=verify)
+    if download and any(_file_problems(name, root, verify)):
+        download_cifar(name, root, verify)
     _check_files(name, root, verify)
     out: list = []
     for train in (True, False):

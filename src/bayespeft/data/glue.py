@@ -10,24 +10,22 @@ set. The public GLUE ``test.tsv`` has no labels (its first column is ``index``, 
 used for metrics -- its presence and whether it is labelled are only recorded in ``metadata["test_tsv"]``.
 
 Examples are tokenised as sentence pairs ``(#1 String, #2 String)`` with the model's tokenizer, truncated to
-``max_length`` tokens ("longest_first"), without padding (the collate function pads on the right).
+``max_length`` tokens ("longest_first"), without padding (the collate function pads on the right); the number of
+pairs truncated per file is a warning and is stored in ``metadata["truncated"]``.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..inputs import InputSpec
-from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample
+from .base import DataBundle, DatasetInfo, check_modality, register_dataset, split_indices, subsample, warn_rows
 from .collate import Collator, ensure_pad_token
 from .config import DataConfig
 from .text import TokenizedDataset, tokenize
-
-log = logging.getLogger(__name__)
 
 INFO = DatasetInfo(num_classes=2, task="sequence_classification", modality="text")
 COLUMNS = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
@@ -112,8 +110,8 @@ def build_mrpc(cfg: DataConfig, spec: InputSpec) -> DataBundle:
     train = full_train.subset(subsample(tr, cfg.max_train, cfg.split_seed + 1))
     val = full_train.subset(subsample(va, cfg.max_val, cfg.split_seed + 2))
     test = data["test"].subset(subsample(np.arange(len(data["test"])), cfg.max_test, cfg.split_seed + 3))
-    if any(truncated.values()):
-        log.info("mrpc: %s pairs longer than max_length=%d were truncated", truncated, max_length)
+    warn_rows("mrpc", "truncated", truncated, {s: len(d) for s, d in data.items()}, "sentence pairs",
+              f"longer than max_length={max_length} tokens; raise data.max_length to keep them whole")
     return DataBundle(
         train=train, val=val, test=test, test_shift=None,
         num_classes=INFO.num_classes, task=INFO.task, modality=INFO.modality, collate_fn=Collator(pad_id),

@@ -20,6 +20,6 @@ def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool
     load_checkpoint_into(built, checkpoint, check_base)
     path = start_run(cfg, run_dir)
     with recording(path):
-        metrics = {"params": built.params, "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
+        metrics = {"params": built.params, "data": built.data.record(), "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}
     metrics = finish_run(cfg, path, metrics)
     return {"run_dir": str(path), **metrics}

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, validate
 from ..laplace import LaplaceConfig, fit
 from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
                   recording, split_loaders, start_run)
@@ -62,20 +62,38 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     return out
 
 
+#: ``bayespeft laplace`` flag -> key of the ``laplace`` config section it sets.
+FLAG_KEYS = {"structure": "structure", "subset": "subset", "curvature": "curvature", "prior": "prior_method",
+             "predictive": "predictive", "link": "link"}
+
+
+def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | None) -> ExperimentConfig:
+    """``cfg`` with the command-line flags (``{"structure": "kfac", "prior": "marglik", ...}``, None = not given) set
+    in its ``laplace`` section and validated like the config file itself: a bad value gets the config loader's
+    message (the key, what is allowed, the closest valid name). ``subset`` may be comma-separated."""
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(FLAG_KEYS))
+    if unknown:
+        raise ValueError(f"unknown laplace flag(s) {unknown}; valid: {sorted(FLAG_KEYS)}")
+    if not given:
+        return cfg if cfg.laplace is not None else cfg.model_copy(update={"laplace": LaplaceConfig()})
+    raw = cfg.model_dump(mode="json")
+    section = dict(raw.get("laplace") or {})
+    for flag, value in given.items():
+        section[FLAG_KEYS[flag]] = [s for s in value.split(",") if s] if flag == "subset" and "," in value else value
+    raw["laplace"] = section
+    typed = " ".join(f"--{k} {v}" for k, v in given.items())
+    return validate(raw, source=f"laplace flags ({typed})")
+
+
 def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, Any] | None = None,
                 check_base: bool = True, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Build the model of ``cfg``, load ``checkpoint``, fit the Laplace posterior, print/write MAP vs Laplace.
 
+    ``cli``: the command's flags (see :func:`with_laplace_flags`), checked before anything is built or read.
     Writes a new run directory, or ``run_dir`` when given (a sweep's stage directory)."""
-    upd = {}
-    for k, v in (cli or {}).items():
-        if v is None:
-            continue
-        key = {"prior": "prior_method"}.get(k, k)
-        upd[key] = [s for s in v.split(",") if s] if key == "subset" and "," in v else v
-    base = cfg.laplace.model_dump() if cfg.laplace is not None else {}
-    lc = LaplaceConfig.model_validate({**base, **upd})
-    cfg = cfg.model_copy(update={"laplace": lc})
+    cfg = with_laplace_flags(cfg, cli)
+    lc = cfg.laplace
     check_outputs(cfg)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base)
@@ -85,5 +103,6 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
         lap = fit_and_evaluate(cfg, built, run_dir, lc)
     table = [{"posterior": "map", "split": s, **m} for s, m in map_metrics.items()]
     table += [{"posterior": lap["label"], "split": s, **m} for s, m in lap["splits"].items()]
-    metrics = finish_run(cfg, run_dir, {"checkpoint": str(checkpoint), "params": built.params, "map": map_metrics, "laplace": lap})
+    metrics = finish_run(cfg, run_dir, {"checkpoint": str(checkpoint), "params": built.params,
+                                        "data": built.data.record(), "map": map_metrics, "laplace": lap})
     return {"run_dir": str(run_dir), "table": table, **metrics}

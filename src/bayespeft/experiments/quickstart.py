@@ -1,7 +1,8 @@
 """``bayespeft quickstart``: the whole product on the embedded default dataset, in a few minutes on 2 CPU cores.
 
 1. *Upstream*: a micro ViT is trained from scratch on the digits 0-4 of the training split (all parameters) and
-   cached under ``~/.cache/bayespeft`` (keyed by its config), standing in for an ImageNet-pretrained backbone.
+   cached under ``~/.cache/bayespeft`` (keyed by its config), standing in for an ImageNet-pretrained backbone: the
+   weights source ``model.pretrained: quickstart-upstream`` (:mod:`bayespeft.models.upstream`), made on first use.
 2. *Downstream*: the backbone is adapted to all ten digits from a small labelled set with each of ``lora``,
    ``normtune``, ``hybrid`` and ``full`` (new 10-class head), through the same pipeline as ``bayespeft train``.
 3. *Bayesian rows* over the LoRA adapters: Laplace (diag and KFAC over all adapters, and last-layer) and a short
@@ -13,23 +14,22 @@ It prints one table (method, posterior, tuned params %, acc@1, NLL, ECE, train t
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from .. import io
 from ..adapters import AdapterConfig
 from ..config import ExperimentConfig, read_yaml, validate
+from ..models.upstream import UPSTREAM_CLASSES, cache_dir, pretrain_upstream  # noqa: F401  (re-exported)
 from ..table import format_table
 
-UPSTREAM_CLASSES = 5
 DOWNSTREAM_METHODS = ("lora", "normtune", "hybrid", "full")
+#: downstream training epochs of ``--fast`` (the upstream backbone is the same as in the full run)
+FAST_EPOCHS = 3
 
 
 def quickstart_config(out: str | Path) -> ExperimentConfig:
@@ -38,41 +38,11 @@ def quickstart_config(out: str | Path) -> ExperimentConfig:
     return validate(raw, "quickstart config")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BAYESPEFT_CACHE", Path.home() / ".cache" / "bayespeft"))
-
-
-def pretrain_upstream(cfg: ExperimentConfig, epochs: int = 30) -> Path:
-    """Train the micro ViT on digits 0..4 (all parameters) once and cache its weights (safetensors)."""
-    from ..adapters import apply_adapter
-    from ..data import build_data
-    from ..models import build_model
-    from ..seed import seed_everything
-    from ..train import TrainConfig, fit
-
-    up_model_cfg = cfg.model.model_copy(update={"pretrained": False, "path": None})
-    up_train = TrainConfig(epochs=epochs, lr=3e-3, weight_decay=0.05, warmup_ratio=0.1, grad_clip=1.0, seed=1234, patience=epochs, progress=False)
-    up_data = cfg.data.model_copy(update={"max_train": None, "shift": "none"})
-    key = hashlib.sha256(f"{up_model_cfg.model_dump_json()}|{up_train.model_dump_json()}|{up_data.model_dump_json()}|{UPSTREAM_CLASSES}".encode()).hexdigest()[:16]
-    path = cache_dir() / "quickstart" / f"micro_vit_upstream_{key}.safetensors"
-    if path.is_file():
-        return path
-    seed_everything(up_train.seed)
-    model = apply_adapter(build_model(up_model_cfg, UPSTREAM_CLASSES), AdapterConfig(method="full"))
-    data = build_data(up_data, model.input_spec)
-
-    def upstream_subset(ds):
-        keep = torch.nonzero(torch.as_tensor(ds.targets) < UPSTREAM_CLASSES).flatten().tolist()
-        return Subset(ds, keep)
-
-    g = torch.Generator().manual_seed(up_train.seed)
-    train = DataLoader(upstream_subset(data.train), batch_size=64, shuffle=True, generator=g, collate_fn=data.collate_fn)
-    val = DataLoader(upstream_subset(data.val), batch_size=256, collate_fn=data.collate_fn)
-    work = path.parent / f"upstream_{key}_run"
-    print(f"pretraining the upstream micro ViT on digits 0-{UPSTREAM_CLASSES - 1} (cached in {path}) ...", flush=True)
-    fit(model, train, val, up_train, work)
-    io.save_tensors(path, model.base_network.state_dict())
-    return path
+def method_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
+    """The quickstart's run of adapter ``method``: its config with that method (the YAML's adapter section is LoRA's;
+    each method keeps the options it reads) -- what ``configs/digits/<method>.yaml`` holds."""
+    adapter = AdapterConfig.dropping_unread({**cfg.adapter.model_dump(mode="json"), "method": method})
+    return validate({**cfg.model_dump(mode="json"), "name": f"quickstart-{method}", "adapter": adapter.model_dump(mode="json")})
 
 
 def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> list[dict[str, Any]]:
@@ -89,17 +59,12 @@ def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> l
 
     check_outputs(cfg)
     check_output_dir(cache_dir() / "quickstart", "cache directory", "set BAYESPEFT_CACHE=DIR to another directory")
-    if fast:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
-    upstream = pretrain_upstream(cfg, epochs=5 if fast else 30)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": str(upstream)})})
+    if fast:  # the same upstream backbone (made once, cached), fewer downstream epochs
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": FAST_EPOCHS})})
     rows: list[dict[str, Any]] = []
     lora_run = None
     for method in DOWNSTREAM_METHODS:
-        # the YAML's adapter section is LoRA's; each method keeps the options it reads (the head settings)
-        adapter = AdapterConfig.dropping_unread({**cfg.adapter.model_dump(mode="json"), "method": method})
-        mcfg = validate({**cfg.model_dump(mode="json"), "name": f"quickstart-{method}", "adapter": adapter.model_dump(mode="json")})
-        run = train_model(mcfg)
+        run = train_model(method_config(cfg, method))
         for split, m in run.metrics["map"].items():
             rows.append(_row(method, "map", split, run.built.params, m, run.train_time_s))
         if method == "lora":

@@ -267,7 +267,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
         run_dir = start_run(cfg, run_dir)
         built.model.to(_device(cfg))
         with recording(run_dir):
-            metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir)}
+            metrics = {"params": built.params, "data": built.data.record(), "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
     metrics["checkpoint"] = str(ckpt)
     io.write_json(run_dir / "metrics.json", {"status": "running", **metrics})  # MAP results survive an interrupted run
@@ -389,7 +389,8 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
         map_metrics = evaluate_map(cfg, built, run_dir)
         diag = diagnose(store, sc, run_dir, plots=cfg.output.reliability_plots)
         ev = evaluate_store(cfg, built, run_dir, store, label)
-    metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params, "map": map_metrics,
+    metrics = {"checkpoint": str(checkpoint), "samples": str(store.root), "params": built.params,
+               "data": built.data.record(), "map": map_metrics,
                f"{label}-sample": ev["single"], f"{label}-ensemble": ev["ensemble"],
                "sgmcmc": {"label": label, "single_sample": ev["single_sample"], "n_samples": ev["n_samples"],
                           "diverged": diag["diverged"], "verdict": diag["verdict"], "verdict_text": diag["verdict_text"],

@@ -112,7 +112,7 @@ def train_model(cfg: ExperimentConfig, run_dir: str | Path | None = None, resume
         save_adapter(built.model, path / "checkpoint", metadata={"config": cfg.model_dump(mode="json"), "params": built.params})
         built.checkpoint = checkpoint_id(path / "checkpoint")
         extra = {"train_time_s": rd.get("train_time_s"), "epochs": rd.get("epochs_run")}
-        metrics = {"params": built.params, "train": rd, "map": evaluate_map(cfg, built, path, extra)}
+        metrics = {"params": built.params, "data": built.data.record(), "train": rd, "map": evaluate_map(cfg, built, path, extra)}
     metrics = finish_run(cfg, path, metrics)
     return TrainedRun(run_dir=path, built=built, metrics=metrics, train_time_s=rd.get("train_time_s"))
 

@@ -14,7 +14,12 @@ class LaplaceConfig(Section):
     """Post-hoc Laplace approximation settings (see :func:`bayespeft.laplace.fit`)."""
 
     structure: str = Field("kfac", description="curvature structure: one of the registered structures (diag, full, kfac, lowrank_kfac)")
-    subset: str | list[str] = Field("all", description="'all', 'last_layer', a module name/prefix (e.g. 'blocks.3.') or a list of them")
+    subset: str | list[str] = Field(
+        "all",
+        description="'all', 'last_layer', a module/parameter name or prefix of the backbone (as the backbone names it, "
+        "without the adapter wrapper's prefix) or a list of them",
+        examples=["all", "last_layer", "blocks.1.", ["blocks.0.attn.qkv", "head"]],
+    )
     curvature: Literal["ggn", "fisher"] = Field("ggn", description="exact generalised Gauss-Newton or Fisher with one sampled label per example")
     prior_precision: float | list[float] = Field(1.0, description="initial prior precision: scalar or one per group (owning module)")
     prior_method: Literal["marglik", "gridsearch", "none"] = Field("marglik", description="tune the prior by the Laplace evidence, by validation NLL on a grid, or not at all")

@@ -7,7 +7,10 @@ A subset is one of
   otherwise the last module, in registration order, that owns trainable parameters directly);
 * a string or a list of strings — qualified module/parameter names or prefixes (``"blocks.3."``,
   ``["head", "blocks.11.attn.qkv"]``); a name matches a parameter if the parameter name equals it, starts with
-  ``name + "."``, or (for names ending in ``"."``) starts with it;
+  ``name + "."``, or (for names ending in ``"."``) starts with it. Names are the backbone's own, as the user knows
+  them: the path that wrappers put in front (a :class:`~bayespeft.models.TaskModel`'s ``backbone.``, PEFT's
+  ``base_model.model.``) may be given or left out -- ``"blocks.3."`` and
+  ``"backbone.base_model.model.blocks.3."`` select the same parameters;
 * a predicate ``(name, param) -> bool``.
 
 Only trainable parameters are ever selected. Parameters are grouped by owning module (one prior-precision
@@ -43,6 +46,32 @@ def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def wrapper_prefixes(model: nn.Module) -> list[str]:
+    """Name prefixes that wrappers put in front of the backbone's own names, longest first.
+
+    A :class:`~bayespeft.models.TaskModel` holds its network under ``backbone.`` (``model.backbone_prefix``:
+    ``"backbone."`` or, PEFT-wrapped, ``"backbone.base_model.model."``); a bare ``peft.PeftModel`` holds it under
+    ``base_model.model.``. Every level is listed, so names relative to any of them match.
+    """
+    full = getattr(model, "backbone_prefix", None)
+    if isinstance(full, str) and full:
+        levels = ["backbone.", full]
+    elif hasattr(model, "peft_config") and hasattr(getattr(model, "base_model", None), "model"):
+        levels = ["base_model.model."]
+    else:
+        levels = []
+    return sorted(set(levels), key=len, reverse=True)
+
+
+def user_name(name: str, prefixes: Sequence[str]) -> str:
+    """``name`` without the longest wrapper prefix it starts with (the name as the backbone itself has it)."""
+    return next((name[len(p):] for p in prefixes if name.startswith(p)), name)
+
+
+def _matches_any_level(name: str, prefix: str, prefixes: Sequence[str]) -> bool:
+    return _matches(name, prefix) or any(name.startswith(w) and _matches(name[len(w):], prefix) for w in prefixes)
+
+
 def select_parameters(model: nn.Module, subset: Subset = "all") -> list[tuple[str, nn.Parameter]]:
     """Return ``[(qualified_name, parameter), ...]`` of the trainable parameters in ``subset``.
 
@@ -68,9 +97,10 @@ def select_parameters(model: nn.Module, subset: Subset = "all") -> list[tuple[st
                     "subset must be 'all', 'last_layer', a module/parameter name or prefix, a list of them, "
                     f"or a predicate (name, param) -> bool; got {type(subset).__name__}"
                 )
-            chosen = [(n, p) for n, p in trainable if any(_matches(n, pre) for pre in prefixes)]
+            levels = wrapper_prefixes(model)
+            chosen = [(n, p) for n, p in trainable if any(_matches_any_level(n, pre, levels) for pre in prefixes)]
     if not chosen:
-        sample = [n for n, _ in trainable][:8]
+        sample = [user_name(n, wrapper_prefixes(model)) for n, _ in trainable][:8]
         raise ValueError(
             f"subset {desc} selects no trainable parameter (requires_grad=True). "
             f"{len(trainable)} trainable parameters exist, e.g. {sample}"

@@ -9,6 +9,7 @@ from . import cifar, hf_image, hf_text, vision  # noqa: F401  (register the back
 from .build import build_model, list_models, resolve_pretrained
 from .config import ModelConfig
 from .registry import MODELS, ModelEntry, register_model
+from .sources import WEIGHT_SOURCES, WeightSource
 from .task import ChoiceLM, ImageClassifier, SequenceClassifier, TaskModel, unwrap_peft
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "ModelConfig",
     "ModelEntry",
     "SequenceClassifier",
+    "WEIGHT_SOURCES",
+    "WeightSource",
     "TaskModel",
     "build_model",
     "list_models",

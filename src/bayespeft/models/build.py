@@ -13,8 +13,22 @@ from .task import TaskModel
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def resolve_source(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` with a named weights source (``pretrained: quickstart-upstream``, see :mod:`.sources`) replaced by the
+    file it makes or finds in the cache (``pretrained: true, path: FILE``); other configs unchanged."""
+    if not isinstance(cfg.pretrained, str):
+        return cfg
+    from .sources import WEIGHT_SOURCES
+
+    path = WEIGHT_SOURCES.get(cfg.pretrained).resolve(cfg)
+    return cfg.model_copy(update={"pretrained": True, "path": str(path)})
+
+
 def resolve_pretrained(cfg: ModelConfig) -> bool:
-    """``cfg.pretrained``, with ``None`` meaning "pretrained if the backbone has published weights or a path"."""
+    """``cfg.pretrained``, with ``None`` meaning "pretrained if the backbone has published weights or a path" (and a
+    named weights source meaning pretrained)."""
+    if isinstance(cfg.pretrained, str):
+        return True
     entry = MODELS.get(cfg.name)
     if cfg.pretrained is None:
         return entry.has_pretrained or cfg.path is not None
@@ -23,7 +37,7 @@ def resolve_pretrained(cfg: ModelConfig) -> bool:
             f"{cfg.name} has no published pretrained weights: set model.pretrained: false (random init) or give "
             "model.path (a .safetensors state dict of the same architecture)"
         )
-    return cfg.pretrained
+    return bool(cfg.pretrained)
 
 
 def build_model(cfg: ModelConfig, num_classes: int, *, tokenizer: Any = None) -> TaskModel:
@@ -38,6 +52,7 @@ def build_model(cfg: ModelConfig, num_classes: int, *, tokenizer: Any = None) ->
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     entry = MODELS.get(cfg.name)
+    cfg = resolve_source(cfg)
     if tokenizer is not None and entry.family not in ("hf_text", "hf_causal"):
         raise ValueError(f"a tokenizer was given but {cfg.name} is an image backbone ({entry.family})")
     model = entry.builder(cfg, num_classes, resolve_pretrained(cfg), tokenizer)

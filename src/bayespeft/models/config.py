@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..section import Section
+from ..section import Example, Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -14,14 +14,20 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 class ModelConfig(Section):
     """Backbone selection. ``name`` is a :data:`bayespeft.models.MODELS` registry name (``bayespeft list models``)."""
 
-    name: str = Field(description="backbone registry name, e.g. micro_vit, vit_base_patch16_224, hf_text, resnet18_cifar")
-    pretrained: bool | None = Field(
+    name: str = Field(
+        description="backbone registry name (`bayespeft list models`)",
+        examples=["micro_vit", "vit_base_patch16_224", "hf_text", "resnet18_cifar"],
+    )
+    pretrained: bool | str | None = Field(
         None,
         description=(
             "load pretrained weights (from `path`, else the local Hugging Face hub cache). null = the backbone's "
             "default: pretrained for timm/Hugging Face backbones, random init for micro_vit/resnet18_cifar/wrn28_10 "
-            "(which have no published weights; give `path` to a .safetensors state dict to load your own)"
+            "(which have no published weights; give `path` to a .safetensors state dict to load your own). A name "
+            "picks a registered weights source, made and cached on first use: quickstart-upstream = the quickstart's "
+            "micro_vit pretrained on the digits 0-4"
         ),
+        examples=[True, False, Example("quickstart-upstream", {"model.name": "micro_vit"})],
     )
     path: str | None = Field(
         None,
@@ -40,10 +46,16 @@ class ModelConfig(Section):
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "architecture overrides passed to the config/constructor, e.g. {depth: 2, embed_dim: 32} (timm), "
-            "{hidden_size: 32, num_hidden_layers: 2} (transformers), {model_type: llama, ...} for hf_causal_lm "
-            "from config, {depth: 10, widen_factor: 1} (wrn28_10)"
+            "architecture overrides passed to the config/constructor: timm keyword arguments, transformers config "
+            "attributes ({model_type: llama, ...} for hf_causal_lm from config), WRN depth/widen_factor"
         ),
+        examples=[
+            Example({"depth": 2, "embed_dim": 32, "num_heads": 2},
+                    {"model.name": "vit_tiny_patch16_224", "model.pretrained": False, "model.image_size": 32}),
+            Example({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                     "patch_size": 4}, {"model.name": "hf_vit", "model.pretrained": False, "model.image_size": 16}),
+            Example({"depth": 10, "widen_factor": 1}, {"model.name": "wrn28_10", "model.image_size": 8}),
+        ],
     )
     dtype: Dtype = Field("float32", description="parameter dtype of the backbone: float32, bfloat16 or float16")
 
@@ -54,6 +66,24 @@ class ModelConfig(Section):
 
         MODELS.get(v)  # raises UnknownNameError listing the known names
         return v
+
+    @field_validator("pretrained")
+    @classmethod
+    def _known_source(cls, v: bool | str | None) -> bool | str | None:
+        if isinstance(v, str):
+            from .sources import WEIGHT_SOURCES
+
+            WEIGHT_SOURCES.get(v)  # raises UnknownNameError listing the sources (and the closest name)
+        return v
+
+    @model_validator(mode="after")
+    def _source_or_path(self) -> ModelConfig:
+        if isinstance(self.pretrained, str) and self.path is not None:
+            raise ValueError(
+                f"pretrained: {self.pretrained} makes its own weights file, so path ({self.path}) would be ignored: "
+                "give one of them (path with pretrained: true)"
+            )
+        return self
 
     @field_validator("image_size")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..section import Section
+from ..section import Example, Section
 
 
 def _finite_pos(name: str, v: float, extra: str = "") -> float:
@@ -25,8 +25,12 @@ class SamplerConfig(Section):
     lr: float = Field(1e-4, description="Step size ε (peak ε for cyclical, a in a(b+t)^-γ for polynomial); update "
                       "θ ← θ + ε∇log p(θ|D) + sqrt(2εT)ξ.")
     temperature: float = Field(1.0, description="T > 0; target p(θ|D)^(1/T). T=1 Bayes posterior, T<1 cold.")
-    options: dict[str, float] = Field(default_factory=dict, description="Sampler-specific options, e.g. {friction: 0.1} "
-                                      "for sghmc, {rho: 0.05} for sam_sgld, {alpha: 0.99} for psgld.")
+    options: dict[str, float] = Field(
+        default_factory=dict, description="Sampler-specific options (keyword arguments of the sampler's build).",
+        examples=[Example({"friction": 0.1}, {"sgmcmc.sampler": "sghmc"}),
+                  Example({"rho": 0.05}, {"sgmcmc.sampler": "sam_sgld"}),
+                  Example({"alpha": 0.99}, {"sgmcmc.sampler": "psgld"})],
+    )
     schedule: Literal["constant", "polynomial", "cyclical"] = Field("constant", description="Step-size schedule.")
     poly_b: float = Field(1.0, description="polynomial schedule: b in ε_t = lr (b + t)^-γ (> 0).")
     poly_gamma: float = Field(0.55, description="polynomial schedule: γ in (0, 1]; (0.5, 1] gives Σε=∞, Σε²<∞.")

@@ -84,15 +84,20 @@ def fit(
     _check_arguments(cfg, val_loader)
     run = _setup(model, train_loader, cfg, Path(run_dir), resume)
     todo = [] if run.st["stopped_early"] else list(range(run.st["epoch"] + 1, cfg.epochs + 1))
-    for epoch in progress_bar(todo, desc="epochs", enabled=cfg.progress, leave=True):
+    # off a terminal: one line per epoch with the losses, elapsed time and ETA (bayespeft.progress)
+    epochs = progress_bar(todo, desc="epochs", total=cfg.epochs, initial=run.st["epoch"], enabled=cfg.progress,
+                          leave=True, every_s=0)
+    for epoch in epochs:
         t_epoch = time.perf_counter()
         tr, val = _train_and_validate(run, model, train_loader, val_loader, epoch)
         rec = _record_epoch(run, epoch, tr, val, t_epoch)
+        epochs.set_postfix(**{k: v for k, v in (("train_loss", rec.train_loss), ("val_loss", rec.val_loss)) if v is not None})
         _save_epoch(run, model, epoch, rec.improved)
         for cb in callbacks:
             cb(rec)
         if run.st["stopped_early"]:
             break
+    epochs.close()  # off a terminal: the line of an epoch that ended the loop early
     return _finish(run, model, val_loader)
 
 

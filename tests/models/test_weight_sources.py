@@ -1,0 +1,44 @@
+"""``model.pretrained: NAME``: a registered weights source makes (or finds) a weights file that the model loads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bayespeft.config import ConfigError, validate
+from bayespeft.models import WEIGHT_SOURCES, ModelConfig, WeightSource, build_model
+
+
+def test_a_source_is_resolved_to_its_file_and_loaded(tmp_path, monkeypatch):
+    donor = build_model(ModelConfig(name="micro_vit", pretrained=False), 5)
+    torch.nn.init.normal_(donor.backbone.blocks[0].attn.qkv.weight)  # unmistakable values
+    path = tmp_path / "w.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in donor.backbone.state_dict().items()}, str(path))
+    asked = []
+    monkeypatch.setitem(WEIGHT_SOURCES._items, "test-source", WeightSource(lambda cfg: asked.append(cfg.name) or path, "test"))
+    model = build_model(ModelConfig(name="micro_vit", pretrained="test-source"), 10)
+    assert asked == ["micro_vit"]
+    own = model.backbone.state_dict()
+    for k, v in donor.backbone.state_dict().items():
+        if not k.startswith("head."):  # a 10-class head keeps its fresh initialisation
+            assert torch.equal(own[k], v), k
+    assert own["head.weight"].shape == (10, 32)
+
+
+def test_unknown_source_and_source_with_path_are_config_errors():
+    base = {"data": {"name": "digits"}, "adapter": {"method": "full"}}
+    with pytest.raises(ConfigError, match=r"model\.pretrained: unknown pretrained-weights source 'quickstart'\. Did you mean 'quickstart-upstream'"):
+        validate({**base, "model": {"name": "micro_vit", "pretrained": "quickstart"}})
+    with pytest.raises(ConfigError, match=r"path \(/x\) would be ignored"):
+        validate({**base, "model": {"name": "micro_vit", "pretrained": "quickstart-upstream", "path": "/x"}})
+    for ok in (True, False, None, "quickstart-upstream"):
+        assert validate({**base, "model": {"name": "micro_vit", "pretrained": ok}}).model.pretrained == ok
+
+
+def test_quickstart_upstream_is_only_for_micro_vit(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAYESPEFT_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match=r"micro_vit; model.name is 'resnet18_cifar'"):
+        build_model(ModelConfig(name="resnet18_cifar", pretrained="quickstart-upstream"), 10)
+    assert not any(tmp_path.iterdir())  # nothing trained or written
