@@ -3,13 +3,16 @@
 ``write_cifar10(root)`` / ``write_cifar100(root)`` write the official python-version archive directories
 (``cifar-10-batches-py``, ``cifar-100-python``: Python-2 pickles of dicts with ``data`` uint8 (N, 3072) in
 R,G,B plane order, ``labels`` / ``fine_labels`` + ``coarse_labels``, and the meta files); ``write_mrpc_tsv``
-writes a GLUE MRPC TSV (``Quality  #1 ID  #2 ID  #1 String  #2 String``, quote characters kept as data).
+writes a GLUE MRPC TSV (``Quality  #1 ID  #2 ID  #1 String  #2 String``, quote characters kept as data);
+``write_arc`` writes an AI2 ARC directory (``<root>/ARC-Easy/ARC-Easy-{Train,Dev,Test}.jsonl``, one JSON question a
+line: ``{"id", "question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}``).
 The images are random: these files test loading code, not learning. Load them with
 ``data.verify_checksums=false`` (their md5 differs from the official archives').
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 from pathlib import Path
@@ -98,3 +101,43 @@ def write_mrpc_tsv(path: Path, n: int, offset: int = 0, bom: bool = False) -> li
     text = MRPC_HEADER + "\n" + "".join(f"{q}\t{1000 + i + offset}\t{2000 + i + offset}\t{a}\t{b}\n" for i, (q, a, b) in enumerate(rows))
     Path(path).write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
     return rows
+
+
+ARC_SUBJECTS = ["a magnet", "the sun", "a plant", "ice", "a battery", "the moon", "a seed", "copper wire"]
+ARC_ANSWERS = ["attracts iron", "gives off light", "needs water", "melts when warm", "stores energy",
+               "reflects light", "grows into a plant", "conducts electricity"]
+
+
+def arc_question(i: int, n_choices: int = 4, numeric: bool = False, seed: int = 0) -> dict:
+    """One ARC question (the official JSON shape); the answer is the choice that belongs to the question's subject.
+
+    Labels are ``"A".."E"`` (or ``"1".."5"`` with ``numeric``); the position of the right answer is random (seeded
+    by ``seed`` and ``i``), so a model can only do better than chance by reading the question.
+    """
+    rng = np.random.default_rng([seed, i])
+    k = i % len(ARC_SUBJECTS)
+    wrong = [a for j, a in enumerate(ARC_ANSWERS) if j != k]
+    texts = [str(t) for t in rng.choice(wrong, size=n_choices - 1, replace=False)]
+    pos = int(rng.integers(n_choices))
+    texts.insert(pos, ARC_ANSWERS[k])
+    labels = [str(j + 1) for j in range(n_choices)] if numeric else list("ABCDE"[:n_choices])
+    return {
+        "id": f"Mercury_{i:05d}",
+        "question": {"stem": f"Which of these describes {ARC_SUBJECTS[k]}?",
+                     "choices": [{"text": t, "label": lab} for t, lab in zip(texts, labels, strict=True)]},
+        "answerKey": labels[pos],
+    }
+
+
+def write_arc(root: Path, sizes: dict[str, int] | None = None, subset: str = "ARC-Easy", seed: int = 0) -> Path:
+    """Write ``<root>/<subset>/<subset>-<Split>.jsonl`` for each ``Split: n`` of ``sizes`` (default Train 24, Dev 8,
+    Test 12); returns ``<root>/<subset>``. Every question has 4 choices; question ids differ across splits."""
+    sizes = {"Train": 24, "Dev": 8, "Test": 12} if sizes is None else sizes
+    directory = Path(root) / subset
+    directory.mkdir(parents=True, exist_ok=True)
+    offset = 0
+    for split, n in sizes.items():
+        lines = [json.dumps(arc_question(offset + i, seed=seed)) for i in range(n)]
+        (directory / f"{subset}-{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        offset += n
+    return directory

@@ -1,5 +1,6 @@
 """Small files in the real on-disk formats for the tiny config variants: CIFAR-10/100 "python version" pickles
-(written the way the official Python 2 files are) and GLUE MRPC TSVs."""
+(written the way the official Python 2 files are), GLUE MRPC TSVs and AI2 ARC JSONL, plus a local byte-level BPE
+tokenizer directory for the causal-LM variants."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayespeft.testing import write_cifar10, write_cifar100, write_mrpc_tsv
+from bayespeft.models.tiny import bpe_tokenizer
+from bayespeft.testing import write_arc, write_cifar10, write_cifar100, write_mrpc_tsv
 
 torch.set_num_threads(1)
 
@@ -16,7 +18,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """One data root holding cifar-10-batches-py/ (5 x 20 train, 20 test), cifar-100-python/ (100 train, 40 test)
-    and MRPC/ (60 train pairs, 12 dev pairs)."""
+    MRPC/ (60 train pairs, 12 dev pairs), ARC-Easy/ (24 train, 8 dev, 12 test questions) and tokenizers/bpe/ (a
+    GPT-2-style tokenizer in which " A".." D" are single tokens)."""
     root = tmp_path_factory.mktemp("data")
     write_cifar10(root)
     write_cifar100(root, n_train=100, n_test=40)
@@ -24,6 +27,8 @@ def data_root(tmp_path_factory) -> Path:
     mrpc.mkdir()
     write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
     write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
+    write_arc(root, {"Train": 24, "Dev": 8, "Test": 12})
+    bpe_tokenizer(root / "tokenizers" / "bpe")
     return root
 
 

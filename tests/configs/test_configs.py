@@ -1,7 +1,7 @@
 """The shipped experiment configs (``configs/`` at the repository root): every file validates, the shared fragments
 are all used, every full-scale config has a tiny CPU variant that keeps its method, and each tiny variant runs end
 to end through the CLI (``bayespeft train`` -> ``sample --checkpoint`` / ``laplace --checkpoint``) on small files
-written in the real CIFAR / GLUE formats."""
+written in the real CIFAR / GLUE / ARC formats."""
 
 from __future__ import annotations
 
@@ -100,6 +100,8 @@ def overrides(data_root, tmp_path, no_network):
                "--set", "train.progress=false"]
         if "mrpc" in name:
             out += ["--set", f"model.tokenizer={find_minilm_dir()}"]
+        if "arc" in name:
+            out += ["--set", f"model.tokenizer={data_root / 'tokenizers' / 'bpe'}"]
         return out
 
     return make
@@ -193,3 +195,35 @@ def test_tiny_digits_sample_trains_its_own_map(capsys, overrides):
     run = cli(capsys, "sample", str(CONFIGS / "tiny" / "digits_lora.yaml"), *overrides("digits"))
     metrics = check_sample_run(run)
     assert "train" in metrics and (run / "checkpoint").is_dir() and set(metrics["sgmcmc"]["splits"]) == {"test", "test_shift"}
+
+
+def test_tiny_arc_phi2_lora_then_lowrank_kfac_laplace(capsys, overrides, data_root):
+    """bayesian-lora's Phi-2/ARC example as configs: LoRA on q_proj, v_proj and lm_head of a random Phi, then low-rank
+    KFAC Laplace with the evidence-tuned prior and the linearised predictive, with the flags the README shows."""
+    from transformers import AutoTokenizer
+
+    cfg = str(CONFIGS / "tiny" / "arc_phi2_lora_laplace.yaml")
+    map_dir = cli(capsys, "train", cfg, *overrides("arc"))
+    lap = cli(capsys, "laplace", cfg, "--checkpoint", str(map_dir), "--structure", "lowrank_kfac", "--prior", "marglik",
+              "--predictive", "glm", *overrides("arc"))
+    metrics = json.loads((lap / "metrics.json").read_text())
+    assert_same_map(map_dir, metrics)  # the laplace run evaluates the trained adapters
+    vocab, r, width, layers = len(AutoTokenizer.from_pretrained(data_root / "tokenizers" / "bpe")), 8, 32, 2
+    # LoRA A (r x in) + B (out x r) on q_proj and v_proj of every layer, and on lm_head (width -> vocab); nothing else
+    assert metrics["params"]["trainable_params"] == layers * 2 * (2 * r * width) + r * (width + vocab)
+    la = metrics["laplace"]
+    assert la["label"] == "laplace-lowrank_kfac" and math.isfinite(la["log_marginal_likelihood"])
+    assert la["prior_precision"][0] != pytest.approx(10.0, rel=1e-3)  # moved off the initial 1 / prior_var by the evidence
+    test = la["splits"]["test"]
+    assert test["n"] == 12 and 0 <= test["acc"] <= 1 and 0 < test["nll"] < math.inf and 0 <= test["ece"] <= 1
+    post = json.loads((lap / "posterior" / la["label"] / "laplace.json").read_text())
+    assert post["structure"] == "lowrank_kfac" and post["options"]["n_kfac"] == 4 and post["curvature"] == "fisher"
+    assert len(post["param_names"]) == 10 and all(".lora_" in n for n in post["param_names"])
+    assert sum(".lm_head.lora_" in n for n in post["param_names"]) == 2
+    from safetensors.torch import load_file
+
+    tensors = load_file(lap / "posterior" / la["label"] / "laplace.safetensors")
+    # factors wider than lr_threshold=16 are rank-n_kfac roots: lm_head's output side (vocab) and the width-32 sides
+    assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_B.default.G"].shape) == (vocab, 4)
+    assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_A.default.A"].shape) == (width, 4)
+    assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_A.default.G"].shape) == (r, r)
