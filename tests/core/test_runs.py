@@ -395,3 +395,22 @@ def test_an_unknown_config_section_is_a_user_error(capsys):
     assert main(["config", "trian"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'trian'" in err and "train" in err
+
+
+def test_a_loaded_checkpoint_is_placed_on_the_train_device(tmp_path, monkeypatch):
+    """evaluate / laplace / sample fit and evaluate where `train.device` says (a GPU run must not fall back to CPU)."""
+    import torch
+
+    from bayespeft.config import load_config
+    from bayespeft.experiments import run as run_mod
+
+    assert main(["train", str(tiny_config(tmp_path))]) == 0
+    (trained,) = run_dirs(tmp_path)
+    cfg = load_config(tiny_config(tmp_path), ["train.device=cpu"])
+    built = run_mod.build(cfg)
+    assert built.device == torch.device("cpu")
+    moved = []
+    to = torch.nn.Module.to
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: (moved.append((self, a)), to(self, *a, **k))[1])
+    run_mod.load_checkpoint_into(built, trained)
+    assert (built.model, (torch.device("cpu"),)) in [(m, a) for m, a in moved]

@@ -35,6 +35,7 @@ from ..metrics import classification_metrics, plot_reliability_diagram
 from ..models import build_model
 from ..seed import seed_everything
 from ..train import predict_probs
+from ..train.loop import resolve_device
 from ..errors import RunError
 from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
@@ -54,6 +55,9 @@ class Built:
     params: dict[str, Any]
     #: SHA-256 of the weights file of the checkpoint the model holds (None: not from a saved checkpoint)
     checkpoint: str | None = None
+    #: where a loaded checkpoint is evaluated and its posterior fitted (``train.device``); training places the model
+    #: itself
+    device: torch.device | None = None
 
 
 def build(cfg: ExperimentConfig) -> Built:
@@ -64,7 +68,8 @@ def build(cfg: ExperimentConfig) -> Built:
     model = apply_adapter(model, cfg.adapter)
     data = build_data(cfg.data, model.input_spec)
     loaders = data.loaders(seed=cfg.train.seed)
-    return Built(model=model, data=data, loaders=loaders, params=parameter_report(model))
+    return Built(model=model, data=data, loaders=loaders, params=parameter_report(model),
+                 device=resolve_device(cfg.train.device))
 
 
 def split_loaders(loaders: Any) -> dict[str, Any]:
@@ -266,3 +271,5 @@ def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool 
         ckpt = ckpt / "checkpoint"
     load_adapter(built.model, ckpt, check_base=check_base)
     built.checkpoint = checkpoint_id(ckpt)
+    if built.device is not None:  # evaluate / laplace / sample run where training would (train.device)
+        built.model.to(built.device)
