@@ -89,12 +89,18 @@ def test_options_cover_every_sampler():
     assert set(OPTIONS) == set(SAMPLERS.names())
 
 
-@pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_schedule_step_and_batch_reach_the_update(name):
+CASES = [(n, OPTIONS[n], OPTIONS[n]) for n in sorted(OPTIONS)] + [
+    ("sam_sgld_r1", {"rho": 0.4}, {"rho": 0.4, "rank1_scale": 1.0}),  # the default rank-1 scale is 1 (and is used)
+    ("sam_sgld_r1", {"rho": 0.4, "rank1_scale": 0.0}, {"rho": 0.4, "rank1_scale": 0.0}),
+]
+
+
+@pytest.mark.parametrize(("name", "opts", "ref_opts"), CASES)
+def test_schedule_step_and_batch_reach_the_update(name, opts, ref_opts):
     schedule = Cyclical(LR0, total_steps=4, cycles=1, exploration_fraction=0.5)
     assert [schedule.lr(t) for t in range(4)] == pytest.approx(LRS, rel=1e-15)
     assert [schedule.noise(t) for t in range(4)] == NOISY
-    s = build(name, log_prob_tree, lr=schedule, temperature=T, seed=SEED, **OPTIONS[name])
+    s = build(name, log_prob_tree, lr=schedule, temperature=T, seed=SEED, **opts)
     state = s.init(as_tree(X0))
     for w in W:
         state = s.step(state, w)
@@ -102,7 +108,7 @@ def test_schedule_step_and_batch_reach_the_update(name):
     size = X0.numel() + (name == "sam_sgld_r1")
     draws = [torch.empty(size, dtype=torch.float64).normal_(generator=g) if n else None for n in NOISY]
     got = torch.cat([state.params["w"].detach().reshape(-1), state.params["v"].detach()])
-    torch.testing.assert_close(got, ref(name, X0.clone(), draws, **OPTIONS[name]), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got, ref(name, X0.clone(), draws, **ref_opts), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
