@@ -86,3 +86,31 @@ def test_autocorr_lags_values_max_plots_and_names(tmp_path, figures):
                                atol=1e-12)  # default max_lag = 50 (60 draws)
     plot_autocorr(arr, tmp_path / "d.png")
     assert _panels(figures[-1]) == ["a", "b", "v[0]", "v[1]"]
+
+
+def _many():
+    rng = np.random.default_rng(8)
+    return {f"q{i}": rng.standard_normal((2, 60)) for i in range(10)}
+
+
+@pytest.mark.parametrize("plot", [plot_traces, plot_autocorr])
+def test_default_max_plots_is_8(tmp_path, figures, plot):
+    plot(_many(), tmp_path / "m.png")
+    assert _panels(figures[-1]) == [f"q{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("plot", [plot_traces, plot_autocorr])
+def test_the_look_is_pinned(tmp_path, figures, plot):
+    """Line width 0.8, axis-label size 8, legend size 7 in the upper right, a thin black zero line under the
+    autocorrelations (change with the look)."""
+    plot(_arrays(), tmp_path / "s.png")
+    fig = figures[-1]
+    for ax in fig.axes:
+        assert {ln.get_linewidth() for ln in ax.get_lines()[:3]} == {0.8}
+        assert ax.yaxis.label.get_fontsize() == 8
+        if plot is plot_autocorr:
+            zero = ax.get_lines()[3]
+            assert (zero.get_color(), zero.get_linewidth()) == ("k", 0.5)
+    legend = fig.axes[0].get_legend()
+    assert legend._loc == 1 and {t.get_fontsize() for t in legend.get_texts()} == {7}  # 1 = "upper right"
+    assert [ax.get_legend() for ax in fig.axes[1:]] == [None] * (len(fig.axes) - 1)
