@@ -114,3 +114,10 @@ def test_the_look_is_pinned(tmp_path, figures, plot):
     legend = fig.axes[0].get_legend()
     assert legend._loc == 1 and {t.get_fontsize() for t in legend.get_texts()} == {7}  # 1 = "upper right"
     assert [ax.get_legend() for ax in fig.axes[1:]] == [None] * (len(fig.axes) - 1)
+
+
+def test_unknown_name_lists_the_first_20_available_sorted(tmp_path):
+    arrays = {f"q{i:02d}": np.zeros((1, 5)) for i in range(25)}
+    with pytest.raises(KeyError, match=r"unknown diagnostic\(s\) \['zz'\]; available: \['q00', .*'q19'\]") as e:
+        plot_traces(arrays, tmp_path / "x.png", names=["zz"])
+    assert "'q20'" not in str(e.value)
