@@ -125,3 +125,20 @@ def test_check_delta_shapes_and_message():
         with pytest.raises(ValueError, match=r"one value per group \(8: \['g0', .*'g5'\]\.\.\.\), got shape") as e:
             check_delta(bad, 8, groups)
         assert "'g6'" not in str(e.value) and str(tuple(bad.shape)) in str(e.value)
+
+
+def test_groups_follow_first_appearance_and_count_parameters(ref):
+    """Groups = owning modules in first-appearance order: head (15 + 3 entries, not contiguous), body.0 (5)."""
+    _, s = _structure(ref)
+    assert s.groups == ["head", "body.0"]
+    assert s.param_group.tolist() == [0] * 15 + [1] * 5 + [0] * 3
+    assert s.group_sizes.dtype == torch.float64 and s.group_sizes.tolist() == [18.0, 5.0]
+    assert s.device == torch.device("cpu") and s.d == 23
+    torch.testing.assert_close(s.delta_vector(torch.tensor([2.0, 7.0], dtype=torch.float64)),
+                               torch.tensor([2.0] * 15 + [7.0] * 5 + [2.0] * 3, dtype=torch.float64))
+
+
+def test_unknown_options_are_named(ref):
+    model = ref.MLP()
+    with pytest.raises(TypeError, match=r"^structure 'diag' got unknown options \['bogus', 'zeta'\]$"):
+        L.STRUCTURES.get("diag")(model, list(model.named_parameters()), zeta=1, bogus=2)
