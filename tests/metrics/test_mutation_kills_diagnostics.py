@@ -141,3 +141,20 @@ def test_verdict_text():
     assert str(lenient).startswith("PASS (lenient only): ")
     single = verdict({"a": x[:1]}, min_ess_per_chain=0.0)
     assert single.single_chain_split and str(single).endswith("1 chain(s) x 500 draws [single chain: split R-hat]")
+
+
+def test_verdict_ess_is_the_smaller_of_bulk_and_tail():
+    """Draws that stick for 20 steps only beyond ±1.64: the tail ESS (~26) is far below the bulk ESS (~73)."""
+    rng = np.random.default_rng(0)
+
+    def sticky_tails(n):
+        out = []
+        while len(out) < n:
+            z = rng.standard_normal()
+            out += [z] * (20 if abs(z) > 1.64 else 1)
+        return np.array(out[:n])
+
+    x = np.stack([sticky_tails(400) for _ in range(4)])
+    bulk, tail = REF.bulk_ess_reference(x), REF.tail_ess_reference(x)
+    assert tail < 0.5 * bulk
+    assert verdict({"x": x}).ess_per_chain_min == pytest.approx(tail / 4, rel=1e-10)
