@@ -158,3 +158,8 @@ def test_verdict_ess_is_the_smaller_of_bulk_and_tail():
     bulk, tail = REF.bulk_ess_reference(x), REF.tail_ess_reference(x)
     assert tail < 0.5 * bulk
     assert verdict({"x": x}).ess_per_chain_min == pytest.approx(tail / 4, rel=1e-10)
+
+
+def test_1d_input_is_refused_with_its_shape():
+    with pytest.raises(ValueError, match=r"^expected an array \(chains, draws\[, \.\.\.\]\), got shape \(5,\)$"):
+        rhat(np.zeros(5))
