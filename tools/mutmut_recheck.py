@@ -7,7 +7,8 @@ kill them, this checks the claim in one process: the tests must pass on the clea
     python tools/mutmut_recheck.py tests/metrics/test_mutation_kills_calibration.py -- \\
         'bayespeft.metrics.calibration.x_equal_mass_bin_index__mutmut_5' ...
 
-Mutant names are those of ``mutmut results``. Each mutant is activated through mutmut's ``MUTANT_UNDER_TEST``
+Mutant names are those of ``mutmut results``, or globs over them (``'bayespeft.sgmcmc.sgld.*'``; the mutants must
+exist: ``make mutate`` or ``python tools/mutmut_generate.py``). Each mutant is activated through mutmut's ``MUTANT_UNDER_TEST``
 switch in the generated code under ``mutants/src``, so the repository's ``src/`` is never modified. Prints
 ``KILLED`` / ``SURVIVED`` per mutant; exits 1 if the clean run fails or any mutant survives.
 """
@@ -27,6 +28,11 @@ def main(argv: list[str]) -> int:
         return 2
     i = argv.index("--")
     tests, mutants = argv[:i], argv[i + 1:]
+    if any("*" in m for m in mutants):  # name globs, e.g. 'bayespeft.sgmcmc.sgld.*': expand from mutants/
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from mutmut_generate import mutant_names
+
+        mutants = [n for m in mutants for n in (mutant_names([m]) if "*" in m else [m])]
     sys.path.insert(0, str(Path("mutants/src").resolve()))
     import pytest
 
