@@ -4,15 +4,12 @@ independent computation from the saved per-example arrays, resume after an inter
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file
 
 import bayespeft.experiments.layerwise as lw_cmd
-from bayespeft.cli import main
 
 
 def ece_top_label(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
@@ -23,44 +20,9 @@ def ece_top_label(conf: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> fl
                      for b in range(n_bins) if (idx == b).any()) / len(conf))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A 1-epoch LoRA micro ViT on 64 digits (test + rotated test split) and its config."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("lw")
-    cfg = root / "tiny.yaml"
-    cfg.write_text(textwrap.dedent(f"""
-        name: tiny-lw
-        data: {{name: digits, max_train: 64, max_val: 40, max_test: 48, batch_size: 32, shift: rotate}}
-        model: {{name: micro_vit, pretrained: false}}
-        adapter: {{method: lora, r: 2}}
-        train: {{epochs: 1, lr: 0.005, seed: 3, progress: false}}
-        output: {{root: {root / 'runs'}, reliability_plots: false}}
-        """))
-    assert main(["train", str(cfg)]) == 0
-    (run,) = (root / "runs").glob("tiny-lw-*")
-    return root, cfg, run
-
-
-#: mc, few samples, diag: the fast path; n_boot small so the brute-force bootstrap below stays quick
-ARGS = ["--structure", "diag", "--predictive", "mc", "--samples", "3", "--greedy", "1", "--set", "layerwise.n_boot=200"]
-
-
-def layerwise(trained, out, *extra):
-    root, cfg, run = trained
-    return main(["layerwise", str(cfg), "--checkpoint", str(run), *ARGS, "--out", str(root / out), *extra])
-
-
-@pytest.fixture(scope="module")
-def full_run(trained):
-    assert layerwise(trained, "full", "--set", "output.reliability_plots=true") == 0
-    out = trained[0] / "full"
-    return json.loads((out / "layer_wise_results.json").read_text()), load_file(str(out / "per_example.safetensors")), out
-
-
-def test_results_json_matches_an_independent_computation(trained, full_run):
-    res, arrays, out = full_run
-    _, _, run = trained
+def test_results_json_matches_an_independent_computation(lw_trained, lw_full):
+    res, arrays, out = lw_full
+    _, _, run = lw_trained
     assert res["status"] == "finished" and res["eval_splits"] == ["val", "test", "test_shift"]
     assert [g["name"] for g in res["groups"]] == ["blocks.0", "blocks.1", "head"]
     assert [g["depth"] for g in res["groups"]] == [0, 1, 3]
@@ -96,10 +58,10 @@ def test_results_json_matches_an_independent_computation(trained, full_run):
     assert {f"reliability_{g}_{s}.png" for g in ("blocks.0", "blocks.1", "head", "all") for s in ("test", "test_shift")} <= plots
 
 
-def test_prints_progress_per_group_and_the_ranked_table(trained, full_run, capsys):
-    res, _, _ = full_run
+def test_prints_progress_per_group_and_the_ranked_table(lw_cli, lw_full, capsys):
+    res, _, _ = lw_full
     capsys.readouterr()
-    assert layerwise(trained, "full") == 0  # finished: nothing recomputed, the table printed again
+    assert lw_cli("full") == 0  # finished: nothing recomputed, the table printed again
     out = capsys.readouterr().out
     assert "nothing to do" in out
     table = [ln.split()[0] for ln in out.splitlines() if ln.split() and ln.split()[0] in ("blocks.0", "blocks.1", "head")]
@@ -108,7 +70,7 @@ def test_prints_progress_per_group_and_the_ranked_table(trained, full_run, capsy
     assert "ΔECE test [95%]" in out and "ΔECE test_shift [95%]" in out and "greedy selection" in out
 
 
-def test_an_interrupted_run_resumes_from_the_groups_already_done(trained, full_run, monkeypatch, capsys):
+def test_an_interrupted_run_resumes_from_the_groups_already_done(lw_trained, lw_cli, lw_full, monkeypatch, capsys):
     real = lw_cmd.layerwise_study
     computed: list[str] = []
 
@@ -120,8 +82,8 @@ def test_an_interrupted_run_resumes_from_the_groups_already_done(trained, full_r
         return real(*args, on_row=stop, **kwargs)
 
     monkeypatch.setattr(lw_cmd, "layerwise_study", interrupted)
-    assert layerwise(trained, "resumed") == 130
-    out = trained[0] / "resumed"
+    assert lw_cli("resumed") == 130
+    out = lw_trained[0] / "resumed"
     state = json.loads((out / "layer_wise_results.json").read_text())
     assert state["status"] == "interrupted" and [g["name"] for g in state["groups"]] == ["blocks.0"]
 
@@ -130,10 +92,10 @@ def test_an_interrupted_run_resumes_from_the_groups_already_done(trained, full_r
 
     monkeypatch.setattr(lw_cmd, "layerwise_study", recording)
     capsys.readouterr()
-    assert layerwise(trained, "resumed") == 0
+    assert lw_cli("resumed") == 0
     assert "1 group(s) already done (blocks.0)" in capsys.readouterr().out
     assert computed == ["blocks.1", "head"]
-    full, arrays, _ = full_run
+    full, arrays, _ = lw_full
     resumed = json.loads((out / "layer_wise_results.json").read_text())
     assert resumed["config"]["output"].pop("reliability_plots") is False  # the only setting that differs
     full = {**full, "config": {**full["config"], "output": {k: v for k, v in full["config"]["output"].items() if k != "reliability_plots"}}}
@@ -149,24 +111,24 @@ def one_line_error(capsys, code: int) -> str:
     return err
 
 
-def test_bad_input_is_one_line_naming_what_to_fix(trained, capsys, monkeypatch):
+def test_bad_input_is_one_line_naming_what_to_fix(lw_cli, capsys, monkeypatch):
     def never(*a, **k):
         raise AssertionError("no study should start on bad input")
 
     monkeypatch.setattr(lw_cmd, "layerwise_study", never)
-    err = one_line_error(capsys, layerwise(trained, "bad", "--set", "adapter.r=4"))
+    err = one_line_error(capsys, lw_cli("bad", "--set", "adapter.r=4"))
     assert "'r': 4" in err and "'r': 2" in err  # the config's adapter and the checkpoint's
-    err = one_line_error(capsys, layerwise(trained, "bad", "--groups", "blocks.0,blocks.7"))
+    err = one_line_error(capsys, lw_cli("bad", "--groups", "blocks.0,blocks.7"))
     assert "blocks.7" in err and "available groups: ['blocks.0', 'blocks.1', 'head']" in err
-    err = one_line_error(capsys, layerwise(trained, "bad", "--groups", ","))
+    err = one_line_error(capsys, lw_cli("bad", "--groups", ","))
     assert "no group selected" in err and "available groups" in err
     for n in ("0", "-2"):
-        err = one_line_error(capsys, layerwise(trained, "bad", "--samples", n))
+        err = one_line_error(capsys, lw_cli("bad", "--samples", n))
         assert "--samples" in err and "greater than or equal to 1" in err
-    err = one_line_error(capsys, layerwise(trained, "bad", "--prior", "-1"))
+    err = one_line_error(capsys, lw_cli("bad", "--prior", "-1"))
     assert "--prior" in err
 
 
-def test_a_directory_of_other_settings_is_refused(trained, full_run, capsys):
-    err = one_line_error(capsys, layerwise(trained, "full", "--samples", "4"))
+def test_a_directory_of_other_settings_is_refused(lw_cli, lw_full, capsys):
+    err = one_line_error(capsys, lw_cli("full", "--samples", "4"))
     assert "other settings" in err and "layerwise" in err
