@@ -75,9 +75,15 @@ class LayerwiseConfig(Section):
         STRUCTURES.get(v)
         return v
 
-    @field_validator("prior")
+    @field_validator("prior", mode="before")
     @classmethod
-    def _positive_prior(cls, v: float | str) -> float | str:
-        if v != "marglik" and not float(v) > 0:
-            raise ValueError(f"prior must be 'marglik' or a prior precision > 0, got {v}")
-        return v
+    def _positive_prior(cls, v: object) -> object:
+        if v == "marglik":
+            return v
+        try:
+            value = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(v, bool) or not value > 0:
+            raise ValueError(f"prior must be 'marglik' or a prior precision > 0, got {v!r}")
+        return value
