@@ -114,6 +114,50 @@ def _laplace(p):
     p.set_defaults(run=run)
 
 
+@command("layerwise", "layer-wise Laplace: which block's (or module's) uncertainty buys calibration; ranked ΔECE table")
+def _layerwise(p):
+    _config_args(p)
+    _checkpoint_args(p, True, "adapter/checkpoint directory or run directory (the MAP)")
+    for flag, hlp in [
+        ("structure", "diag | kfac | lowrank_kfac | full (default kfac)"),
+        ("predictive", "mc (sampled weights, default) | glm (linearised)"),
+        ("link", "probit | mc (for --predictive glm)"),
+        ("samples", "posterior samples S for mc (or logit samples for --link mc); default 30"),
+        ("group", "block (blocks/stages + head, default) | module (each adapted module)"),
+        ("groups", "comma-separated group names: evaluate only these"),
+        ("prior", "marglik (each group's evidence, default) | a fixed prior precision"),
+        ("greedy", "K: add up to K groups one by one by ECE on the validation split"),
+    ]:
+        p.add_argument(f"--{flag}", help=hlp)
+    p.add_argument("--out", metavar="DIR", help="output directory (default <output.root>/<name>-layerwise-...); "
+                   "rerunning with the same arguments resumes there")
+
+    def run(args):
+        from .experiments.layerwise import FLAGS, format_ranking, layerwise_run
+
+        out = layerwise_run(_load(args), args.checkpoint, {k: getattr(args, k) for k in FLAGS},
+                            check_base=not args.skip_base_check, out=args.out)
+        print(format_ranking(out))
+        print(f"results: {out['out']}")
+
+    p.set_defaults(run=run)
+
+
+@command("analyze", "summarise one or more layer-wise runs (e.g. seeds): ranked table, statistics, plots")
+def _analyze(p):
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="output directories of `bayespeft layerwise`")
+    p.add_argument("--out", metavar="OUT", help="where to write (default: DIR/analysis for one run, else ./analysis)")
+
+    def run(args):
+        from .experiments.analyze import analyze_runs, format_summary
+
+        out = analyze_runs(args.dirs, args.out)
+        print(format_summary(out))
+        print(f"analysis: {out['out']}")
+
+    p.set_defaults(run=run)
+
+
 @command("sample", "SG-MCMC over the tuned parameters: MAP warm start, chains, diagnostics, evaluation")
 def _sample(p):
     _config_args(p)
@@ -184,7 +228,7 @@ def _validate(p):
 
 @command("config", "list every config key with its type, default and help text")
 def _config(p):
-    p.add_argument("section", nargs="?", help="only this section (data, model, adapter, train, laplace, sgmcmc, output)")
+    p.add_argument("section", nargs="?", help="only this section (data, model, adapter, train, laplace, layerwise, sgmcmc, output)")
 
     def run(args):
         from .config import ExperimentConfig, describe_section

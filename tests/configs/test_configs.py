@@ -53,7 +53,8 @@ def test_the_config_tree_is_there():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=rel)
 def test_experiment_config_validates(path):
     cfg = load_config(path)
-    assert cfg.sgmcmc is not None or cfg.laplace is not None, "a shipped experiment samples or fits a Laplace"
+    assert cfg.sgmcmc is not None or cfg.laplace is not None or cfg.layerwise is not None, \
+        "a shipped experiment samples, fits a Laplace or runs the layer-wise analysis"
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if is_fragment(p)], ids=rel)
@@ -77,14 +78,17 @@ def test_full_config_has_a_tiny_variant_with_the_same_method(path):
     full, tiny = load_config(path), load_config(tinies[0])
     assert (tiny.data.name, tiny.model.name) == (full.data.name, full.model.name)
     for section, keys in (("sgmcmc", ("sampler", "schedule", "options", "temperature", "init", "prior_center")),
-                          ("laplace", ("structure", "subset", "curvature", "prior_method", "predictive", "link"))):
+                          ("laplace", ("structure", "subset", "curvature", "prior_method", "predictive", "link")),
+                          ("layerwise", ("structure", "curvature", "group", "groups", "prior", "predictive", "link"))):
         f, t = getattr(full, section), getattr(tiny, section)
         assert (f is None) == (t is None)
         if f is not None:
             assert {k: getattr(t, k) for k in keys} == {k: getattr(f, k) for k in keys}
     assert tiny.model.pretrained is False and (tiny.data.max_train or math.inf) <= 64
     if full.data.name.startswith("cifar"):
-        assert full.data.download and full.adapter.method == "full"
+        assert full.data.download
+        # the SG-MCMC CIFAR studies sample the full network; the layer-wise study is the LoRA ViT one
+        assert full.adapter.method == ("lora" if full.layerwise is not None else "full")
 
 
 # ---- tiny variants end to end --------------------------------------------------------------------------------------
@@ -227,3 +231,20 @@ def test_tiny_arc_phi2_lora_then_lowrank_kfac_laplace(capsys, overrides, data_ro
     assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_B.default.G"].shape) == (vocab, 4)
     assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_A.default.A"].shape) == (width, 4)
     assert tuple(tensors["structure.backbone.base_model.model.lm_head.lora_A.default.G"].shape) == (r, r)
+
+
+def test_tiny_cifar100_vit_lora_layerwise_train_then_analyze(capsys, overrides, tmp_path):
+    cfg = str(CONFIGS / "tiny" / "cifar100_vit_b16_lora_layerwise.yaml")
+    map_dir = cli(capsys, "train", cfg, *overrides("cifar100"))
+    assert main(["layerwise", cfg, "--checkpoint", str(map_dir), "--out", str(tmp_path / "lw"), *overrides("cifar100")]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "lw" / "layer_wise_results.json").read_text())
+    assert res["status"] == "finished" and res["settings"]["n_samples"] == 3 and res["settings"]["structure"] == "diag"
+    assert [g["name"] for g in res["groups"]] == ["blocks.0", "blocks.1", "head"]
+    assert res["eval_splits"] == ["val", "test", "test_shift"] and len(res["greedy"]) == 1
+    assert_same_map(map_dir, {"map": res["map"]})  # the layer-wise MAP block is the trained checkpoint's
+    assert "ΔECE test [95%]" in out and "results: " in out
+    assert main(["analyze", str(tmp_path / "lw")]) == 0
+    summary = json.loads((tmp_path / "lw" / "analysis" / "analysis_summary.json").read_text())
+    assert summary["n_runs"] == 1 and sorted(summary["ranking"]) == ["blocks.0", "blocks.1", "head"]
+    assert (tmp_path / "lw" / "analysis" / "plots" / "greedy_curve.png").is_file()

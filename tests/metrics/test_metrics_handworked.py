@@ -19,7 +19,9 @@ from bayespeft.metrics import (
     nll,
     per_class_accuracy,
     precision_recall_f1,
+    plot_reliability_comparison,
     reliability_diagram_data,
+    reliability_from_top_label,
 )
 
 # Four examples, three classes (float64 so that the hand values are exact up to rounding):
@@ -138,6 +140,22 @@ def test_reliability_data_matches_ece():
     assert d.to_dict()["count"] == [2, 2]
     empty = reliability_diagram_data(P, Y, n_bins=3).to_dict()
     assert empty["accuracy"][0] is None
+
+
+def test_reliability_from_top_label_is_the_same_diagram(tmp_path):
+    # the hand-worked examples as (confidence, correct): a 0.90 ✓, b 0.70 ✗, c 0.40 ✓, d 0.45 ✗
+    d = reliability_from_top_label(np.array([0.9, 0.7, 0.4, 0.45]), np.array([True, False, True, False]), n_bins=2)
+    assert d.count.tolist() == [2, 2] and d.accuracy.tolist() == pytest.approx([0.5, 0.5])
+    assert d.confidence.tolist() == pytest.approx([0.425, 0.8]) and d.ece == pytest.approx(0.1875)
+    assert reliability_from_top_label(np.array([1.0]), np.array([1]), n_bins=4).count.tolist() == [0, 0, 0, 1]
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        reliability_from_top_label(np.array([1.2]), np.array([1]))
+    with pytest.raises(ValueError, match="0/1"):
+        reliability_from_top_label(np.array([0.5]), np.array([2]))
+    out = plot_reliability_comparison({"MAP": d, "Bayes": reliability_diagram_data(P, Y, n_bins=2)}, tmp_path / "r.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="same bins"):
+        plot_reliability_comparison({"a": d, "b": reliability_diagram_data(P, Y, n_bins=3)}, tmp_path / "x.png")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 ``data`` (:class:`~bayespeft.data.DataConfig`), ``model`` (:class:`~bayespeft.models.ModelConfig`), ``adapter``
 (:class:`~bayespeft.adapters.AdapterConfig`), ``train`` (:class:`~bayespeft.train.TrainConfig`), optionally
-``laplace`` (:class:`~bayespeft.laplace.LaplaceConfig`) and ``sgmcmc`` (:class:`~bayespeft.sgmcmc.SamplerConfig`),
+``laplace`` (:class:`~bayespeft.laplace.LaplaceConfig`), ``layerwise`` (:class:`~bayespeft.laplace.LayerwiseConfig`) and ``sgmcmc`` (:class:`~bayespeft.sgmcmc.SamplerConfig`),
 and ``output`` (where a run's files go, defined here: only the application layer writes run directories).
 """
 
@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from ..adapters import AdapterConfig
 from ..data import DataConfig
-from ..laplace import LaplaceConfig
+from ..laplace import LaplaceConfig, LayerwiseConfig
 from ..models import ModelConfig
 from ..section import Section
 from ..sgmcmc import SamplerConfig
@@ -39,6 +39,7 @@ class ExperimentConfig(Section):
     adapter: AdapterConfig = Field(description="Which parameters are tuned (lora, normtune, hybrid, full, linear).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="MAP training.")
     laplace: LaplaceConfig | None = Field(None, description="Laplace posterior (for `bayespeft laplace`).")
+    layerwise: LayerwiseConfig | None = Field(None, description="Layer-wise Laplace analysis (for `bayespeft layerwise`).")
     sgmcmc: SamplerConfig | None = Field(None, description="SG-MCMC sampler (for `bayespeft sample`).")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where results go.")
 

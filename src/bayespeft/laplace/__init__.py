@@ -8,7 +8,7 @@ Structures live one per file and register in :data:`STRUCTURES`; importing them 
 
 from bayespeft.laplace import diag, full, kfac, lowrank_kfac  # noqa: F401  (registers the structures)
 from bayespeft.laplace.base import STRUCTURES, Structure
-from bayespeft.laplace.config import LaplaceConfig
+from bayespeft.laplace.config import LaplaceConfig, LayerwiseConfig
 from bayespeft.laplace.fit import fit
 from bayespeft.laplace.groups import ParamGroup, discover_groups, select_groups
 from bayespeft.laplace.kfac import KronFactors, collect_kfac
@@ -19,6 +19,6 @@ from bayespeft.laplace.posterior import LaplacePosterior
 from bayespeft.laplace.subset import select_parameters
 
 __all__ = [
-    "STRUCTURES", "KronFactors", "LaplaceConfig", "LaplacePosterior", "LayerwiseLaplace", "ParamGroup", "Structure",
+    "STRUCTURES", "KronFactors", "LaplaceConfig", "LaplacePosterior", "LayerwiseConfig", "LayerwiseLaplace", "ParamGroup", "Structure",
     "collect_kfac", "discover_groups", "fit", "layerwise_study", "load", "select_groups", "select_parameters",
 ]

@@ -56,3 +56,39 @@ class LaplaceConfig(Section):
         if self.n_kfac is not None and self.structure not in ("kfac", "lowrank_kfac"):
             raise ValueError(f"n_kfac applies to structure 'kfac' or 'lowrank_kfac', not {self.structure!r}")
         return self
+
+
+class LayerwiseConfig(Section):
+    """Layer-wise Laplace analysis settings (see :func:`bayespeft.laplace.layerwise_study`): one posterior per group
+    of tuned parameters (block or adapted module), everything else at the MAP; ΔECE = ECE_MAP − ECE_Bayes."""
+
+    structure: str = Field("kfac", description="curvature structure of every group's posterior (diag, kfac, lowrank_kfac, full)")
+    curvature: Literal["ggn", "fisher"] = Field("ggn", description="exact generalised Gauss-Newton or Fisher with one sampled label per example")
+    group: Literal["block", "module"] = Field("block", description="group the tuned parameters by block (stage for ResNets; plus the head) or by adapted module")
+    groups: list[str] | None = Field(None, description="evaluate only these groups (names as listed by the command); default: every group")
+    prior: float | Literal["marglik"] = Field("marglik", description="per-group prior precision: 'marglik' (each group's restricted evidence) or a fixed value > 0")
+    predictive: Literal["mc", "glm"] = Field("mc", description="Monte-Carlo over sampled weights (the classic protocol) or linearised (GLM)")
+    link: Literal["probit", "mc"] = Field("probit", description="GLM link approximation: probit or Monte-Carlo over logits")
+    n_samples: int = Field(30, ge=1, description="weight samples (predictive='mc') or logit samples (link='mc')")
+    greedy: int | None = Field(None, ge=1, description="forward selection of up to K groups by ECE on the validation split (never a test split)")
+    n_boot: int = Field(2000, ge=2, description="bootstrap replicates of the ΔECE intervals over test examples")
+    seed: int = Field(0, ge=0, description="seed of the Fisher label samples, the posterior samples and the bootstrap")
+
+    @field_validator("structure")
+    @classmethod
+    def _known_structure(cls, v: str) -> str:
+        STRUCTURES.get(v)
+        return v
+
+    @field_validator("prior", mode="before")
+    @classmethod
+    def _positive_prior(cls, v: object) -> object:
+        if v == "marglik":
+            return v
+        try:
+            value = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(v, bool) or not value > 0:
+            raise ValueError(f"prior must be 'marglik' or a prior precision > 0, got {v!r}")
+        return value

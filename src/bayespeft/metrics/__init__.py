@@ -10,6 +10,7 @@ from .calibration import (
     adaptive_calibration_error,
     calibration_error,
     reliability_diagram_data,
+    reliability_from_top_label,
 )
 from .classification import (
     accuracy,
@@ -19,7 +20,7 @@ from .classification import (
     per_class_accuracy,
     precision_recall_f1,
 )
-from .reliability import plot_reliability_diagram
+from .reliability import plot_reliability_comparison, plot_reliability_diagram
 from .summary import classification_metrics
 
 __all__ = [
@@ -32,9 +33,11 @@ __all__ = [
     "confusion_matrix",
     "nll",
     "per_class_accuracy",
+    "plot_reliability_comparison",
     "plot_reliability_diagram",
     "precision_recall_f1",
     "reliability_diagram_data",
+    "reliability_from_top_label",
 ]
 
 

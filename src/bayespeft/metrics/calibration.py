@@ -169,7 +169,26 @@ def reliability_diagram_data(probs: Any, labels: Any, n_bins: int = 15) -> Relia
     """Per-bin accuracy/confidence/count over equal-width bins (same bins as :func:`calibration_error`)."""
     _check_options(n_bins, "l1")
     p, y = check_inputs(probs, labels)
-    conf, correct = top_label(p, y)
+    return _reliability(*top_label(p, y), n_bins)
+
+
+def reliability_from_top_label(confidence: Any, correct: Any, n_bins: int = 15) -> ReliabilityData:
+    """:func:`reliability_diagram_data` from the top-label ``confidence`` (N,) in [0, 1] and ``correct`` (N,) 0/1 or
+    bool (e.g. per-example arrays saved by a run), with the same bins."""
+    _check_options(n_bins, "l1")
+    conf = torch.as_tensor(np.asarray(confidence), dtype=torch.float64)
+    hit = torch.as_tensor(np.asarray(correct)).to(torch.float64)
+    if conf.ndim != 1 or conf.shape != hit.shape or conf.numel() == 0:
+        raise ValueError(f"confidence and correct must be non-empty (N,) arrays of one length, got shapes "
+                         f"{tuple(conf.shape)} and {tuple(hit.shape)}")
+    if not torch.isfinite(conf).all() or (conf < 0).any() or (conf > 1).any():
+        raise ValueError("confidence must hold finite top-label probabilities in [0, 1]")
+    if not ((hit == 0) | (hit == 1)).all():
+        raise ValueError("correct must be 0/1 (or bool): whether the top label is right")
+    return _reliability(conf, hit, n_bins)
+
+
+def _reliability(conf: torch.Tensor, correct: torch.Tensor, n_bins: int) -> ReliabilityData:
     idx, edges = equal_width_bin_index(conf, n_bins)
     s = bin_stats(conf, correct, idx, n_bins)
     return ReliabilityData(
