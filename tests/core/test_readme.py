@@ -10,6 +10,12 @@ How a line is run:
   ``bayespeft sample`` run that trained its own MAP);
 * the only additions, for speed and to keep the repository clean, are on commands that run an experiment:
   :data:`SMALL` (output under a temporary directory, no plots, 2 training epochs, 2 sampling epochs);
+* ``layerwise``: ``LW_DIR`` is a fresh directory per variant (a directory of other settings is refused), the base
+  variant's for the ``analyze`` line;
+* the full-scale studies the README shows (:data:`FULL_SCALE`: ViT-B/16 on CIFAR-100, Phi-2 on ARC) need GPUs, hub
+  weights and real data: their configs are validated here (``bayespeft validate``) and their CPU variants run end to
+  end in the named tests; lines that need a finished full-scale run (:data:`NEEDS_FULL_RUN`) and the example script
+  (run with ``--tiny`` by ``tests/examples``) are not run here;
 * sweeps: ``--validate-only`` / ``--dry-run`` run on the study file as written; a sweep that executes runs its CPU
   variant ``configs/sweeps/tiny/<same name>`` (the real study trains DeiTs on CIFAR) with ``--out`` under a temporary
   directory (``DIR`` is that directory, ``N`` is 1), and ``bayespeft report`` reads that directory. The Ray line
@@ -34,6 +40,12 @@ RUNS = ("train", "evaluate", "laplace", "sample")
 SMALL = ["--set", "output.reliability_plots=false", "--set", "train.epochs=2", "--set", "sgmcmc.epochs=2"]
 OPTIONAL = re.compile(r"\s*\[([^\[\]]+)\]")
 NOT_HERE = ("--executor ray",)
+#: full-scale config -> the test that runs its CPU variant end to end
+FULL_SCALE = {
+    "configs/layerwise/vit_b16_cifar100_lora.yaml": "tests/configs/test_configs.py::test_tiny_cifar100_vit_lora_layerwise_train_then_analyze",
+    "configs/arc/phi2_lora_laplace.yaml": "tests/configs/test_configs.py::test_tiny_arc_phi2_lora_then_lowrank_kfac_laplace",
+}
+NEEDS_FULL_RUN = ("bayespeft analyze   runs/vit-b16-cifar100-lora-layerwise", "python examples/bayesian_lora_arc.py")
 STUDY = re.compile(r"\bconfigs/sweeps/([\w.-]+\.yaml)\b")
 
 
@@ -41,7 +53,7 @@ def bash_lines(text: str) -> list[str]:
     """The command lines of the ```bash blocks, comments and blank lines removed."""
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for ln in block.splitlines():
+        for ln in block.replace("\\\n", " ").splitlines():
             ln = re.sub(r"\s+#.*$", "", ln).strip()
             if ln and not ln.startswith("#"):
                 lines.append(ln)
@@ -85,8 +97,13 @@ def interrupted_run(argv: list[str], root: Path, monkeypatch) -> str:
 
 def test_every_readme_command_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository root
-    lines = [ln for ln in bash_lines(README.read_text()) if not ln.startswith(EXCLUDED)]
+    lines = [ln for ln in bash_lines(README.read_text()) if not ln.startswith(EXCLUDED + NEEDS_FULL_RUN)]
     assert lines and all(ln.startswith("bayespeft") for ln in lines), lines
+    for cfg in FULL_SCALE:
+        assert any(cfg in ln for ln in lines) and main(["validate", cfg]) == 0, cfg
+        path, name = FULL_SCALE[cfg].split("::")
+        assert f"def {name}(" in (ROOT / path).read_text(), FULL_SCALE[cfg]
+    lines = [ln for ln in lines if not any(cfg in ln for cfg in FULL_SCALE)]
     configs = sorted({w for ln in lines for w in ln.split() if w.startswith("configs/") and w.endswith(".yaml")
                       and not w.startswith("configs/sweeps/")})
     assert configs == ["configs/digits/lora.yaml"], configs
@@ -109,6 +126,14 @@ def test_every_readme_command_runs(tmp_path, capsys, monkeypatch):
                     argv += ["--out", str(sweep_out)]
             if argv and argv[0] == "report":
                 argv[1] = str(sweep_out)
+            if argv and argv[0] == "layerwise":
+                i = argv.index("LW_DIR")
+                argv[i] = str(tmp_path / "layerwise" / f"v{len(ran)}")
+                if is_base:
+                    lw_dir = argv[i]
+                argv += ["--set", f"output.root={tmp_path / 'runs'}", "--set", "output.reliability_plots=false"]
+            if argv and argv[0] == "analyze":
+                argv = [a.replace("LW_DIR", lw_dir) for a in argv]
             if argv[0] == "train" and "--resume" in argv:  # resume a run interrupted after its first epoch
                 argv[argv.index("--resume") + 1] = interrupted_run(argv, tmp_path / "runs", monkeypatch)
             capsys.readouterr()
