@@ -44,15 +44,20 @@ def plot_reliability_diagram(
         left, conf - acc, bottom=acc, width=width, align="edge", color="tab:red", alpha=0.3,
         edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to confidence",
     )
-    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title or "reliability diagram", fontsize=10)
     ax.text(0.97, 0.05, f"ECE {100 * d.ece:.2f}%\nMCE {100 * d.mce:.2f}%\nN = {int(d.count.sum())}",
             ha="right", va="bottom", transform=ax.transAxes, fontsize=8)
     axc.bar(centers, d.count / d.count.sum(), width=width, color="gray", edgecolor="black", linewidth=0.5)
+    return _finish(fig, ax, axc, "accuracy", title, path, dpi)
+
+
+def _finish(fig, ax, axc, ylabel: str, title: str, path: str | os.PathLike, dpi: int) -> Path:
+    """The diagonal, limits, labels and legend of a reliability figure; written atomically to ``path`` (PNG)."""
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "reliability diagram", fontsize=10)
     axc.set_xlabel("confidence (top-label probability)")
     axc.set_ylabel("fraction")
     fig.tight_layout()
@@ -94,16 +99,4 @@ def plot_reliability_comparison(
                 markersize=4)
         axc.bar(x, d.count / max(d.count.sum(), 1), width=width / k, align="edge", color=color, alpha=0.75,
                 edgecolor="black", linewidth=0.4)
-    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (bars); mean confidence (markers)")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title or "reliability diagram", fontsize=10)
-    axc.set_xlabel("confidence (top-label probability)")
-    axc.set_ylabel("fraction")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
+    return _finish(fig, ax, axc, "accuracy (bars); mean confidence (markers)", title, path, dpi)
