@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from bayespeft.io import load_tensors
 from bayespeft.metrics import classification_metrics
 from bayespeft.train import TrainConfig, evaluate, fit, predict_probs
+from bayespeft.train.checkpoint import weights_epoch
 
 
 def test_fits_separable_problem_and_records_everything(toy, run_dir):
@@ -153,3 +154,31 @@ def test_cuda_requested_without_cuda(toy, run_dir):
     train, val = toy.loaders()
     with pytest.raises(ValueError, match="CUDA is not available; use device='auto' or 'cpu'"):
         fit(toy.MLP(), train, val, TrainConfig(epochs=1, device="cuda"), run_dir)
+
+
+def test_best_weights_are_the_best_epochs_after_a_resume_without_per_epoch_checkpoints(toy, run_dir):
+    """best.safetensors is copied from last.safetensors only when that file holds the same epoch; after resuming
+    with ``checkpoint_every_epoch=False`` the last file is older, so best must be written from the model."""
+    train, _ = toy.loaders()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after(k):
+        def cb(rec):
+            if rec.epoch == k:
+                raise Stop
+
+        return cb
+
+    model = toy.MLP()
+    with pytest.raises(Stop):
+        fit(model, train, None, TrainConfig(epochs=4, lr=0.01), run_dir, callbacks=[stop_after(2)])
+    model = toy.MLP()
+    with pytest.raises(Stop):
+        fit(model, train, None, TrainConfig(epochs=4, lr=0.01, checkpoint_every_epoch=False), run_dir,
+            callbacks=[stop_after(3)])
+    best = run_dir / "checkpoints" / "best.safetensors"
+    assert weights_epoch(best) == 3  # no validation set: every epoch is the best so far
+    toy.assert_same(toy.snapshot(model), load_tensors(best))
+    assert weights_epoch(run_dir / "checkpoints" / "last.safetensors") == 2

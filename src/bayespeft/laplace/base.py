@@ -75,6 +75,14 @@ class Structure(ABC):
     def logdet_precision(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``log det P``; differentiable in ``delta`` (G,) and ``scale``."""
 
+    def logdet_precision_shared(self, delta: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``log det P`` when every parameter has the same prior precision ``delta`` (shape ``()`` or ``(1,)``).
+
+        Same value and gradient as :meth:`logdet_precision` with ``delta`` repeated per group; structures with a
+        cheaper formula for ``P = scale · H + δ I`` override it (``full``: cached eigenvalues of ``H``).
+        """
+        return self.logdet_precision(delta.reshape(1).expand(len(self.groups)), scale)
+
     @abstractmethod
     def glm_cov(self, model: nn.Module, batch: Any, forward_fn: ForwardFn, delta: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(f (B, C), J Σ Jᵀ (B, C, C))`` with ``Σ = P⁻¹`` and ``J`` the per-example Jacobian of ``f`` in ``θ``."""

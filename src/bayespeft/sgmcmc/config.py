@@ -41,6 +41,12 @@ class SamplerConfig(Section):
     burn_in_epochs: float = Field(2.0, description="Epochs discarded at the start of each chain (0 <= burn-in < epochs).")
     thin: int = Field(1, description="Keep one sample every `thin` steps after burn-in (>= 1).")
     n_chains: int = Field(2, description="Number of chains (>= 1); R-hat needs >= 2 for a between-chain check.")
+    vectorize_chains: bool | Literal["auto"] = Field(False, description="Run the chains as one batched computation "
+                                                      "(torch.func.vmap over stacked parameters): true, false, or "
+                                                      "auto (when the sampler is elementwise -- sgld, psgld, asgld, "
+                                                      "sghmc -- and the model runs under vmap; else one at a time). "
+                                                      "Same batches and noise per chain as one at a time; samples "
+                                                      "float-close, not bit-identical. resume runs one at a time.")
     init: Literal["map", "jitter", "prior"] = Field("map", description="Chain start: the model's current (MAP) "
                                                      "values, MAP + N(0, init_jitter²), or a draw from the prior.")
     init_jitter: float = Field(1e-3, description="Std of the Gaussian jitter added to the MAP when init='jitter' (>= 0).")
@@ -129,6 +135,12 @@ class SamplerConfig(Section):
         if self.min_ess_per_chain <= 0:
             raise ValueError(f"min_ess_per_chain must be > 0, got {self.min_ess_per_chain}")
         from .registry import build
+        from .vectorized import VECTORIZABLE
+
+        if self.vectorize_chains is True and self.sampler not in VECTORIZABLE:
+            raise ValueError(f"vectorize_chains: true needs an elementwise sampler ({', '.join(sorted(VECTORIZABLE))}); "
+                             f"{self.sampler!r} uses one global gradient norm per chain. Set vectorize_chains to "
+                             "'auto' or false")
 
         # validates option names (listing the allowed ones) and their values with the sampler's own checks
         build(self.sampler, _never_called, lr=self.lr, temperature=self.temperature, seed=self.seed, **self.options)

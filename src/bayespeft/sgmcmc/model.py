@@ -58,11 +58,16 @@ class ModelLogProb:
         self.log_norm_const = -0.5 * self.n_params * math.log(2 * math.pi * prior_std**2)
         self.center = None if prior_center == "zero" else [p.detach().clone() for p in params.values()]
 
-    def log_prior(self, params: Mapping[str, Tensor]) -> Tensor:
+    def log_prior(self, params: Mapping[str, Tensor], *, foreach: bool = True) -> Tensor:
+        """``log N(θ; c, σ² I)``; ``foreach=False``: the same sum without ``torch._foreach_*`` kernels (which have
+        no ``torch.func.vmap`` batching rule; used when many chains are stacked, :mod:`.vectorized`)."""
         leaves = [params[n] for n in self.names]
         if self.center is not None:
-            leaves = torch._foreach_sub(leaves, self.center)
-        sq = torch.stack(torch._foreach_norm(leaves)).pow(2).sum()
+            leaves = torch._foreach_sub(leaves, self.center) if foreach else [p - c for p, c in zip(leaves, self.center)]
+        if foreach:
+            sq = torch.stack(torch._foreach_norm(leaves)).pow(2).sum()
+        else:
+            sq = torch.stack([p.square().sum() for p in leaves]).sum()
         return -0.5 * self.prior_precision * sq + self.log_norm_const
 
     def log_likelihood(self, params: Mapping[str, Tensor], batch) -> Tensor:
@@ -74,8 +79,8 @@ class ModelLogProb:
             logits = functional_call(self.model, dict(params), (inputs,))
         return -F.cross_entropy(logits.float(), labels)
 
-    def __call__(self, params: Mapping[str, Tensor], batch) -> Tensor:
-        return self.n_data * self.log_likelihood(params, batch) + self.log_prior(params)
+    def __call__(self, params: Mapping[str, Tensor], batch, *, foreach: bool = True) -> Tensor:
+        return self.n_data * self.log_likelihood(params, batch) + self.log_prior(params, foreach=foreach)
 
 
 def model_log_prob(model: nn.Module, n_data: int, prior_std: float | None = None, prior_precision: float | None = None,

@@ -19,6 +19,7 @@ The steps, each a function below: :func:`step_counts` (run length and burn-in), 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ from .registry import build
 from .resume import capture_rng, chain_state, read_info, restore_chain_state, restore_rng
 from .schedules import Schedule, build_schedule
 from .store import FINISHED, SampleStore
+from .vectorized import (ChainStreams, PrecomputedLogProb, StackedGradient, sequential_reason, step_together,
+                         try_first_step, unfused_attention)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,14 +129,71 @@ class ChainWalker:
         return sum(self.keep(step, step - 1) for step in range(1, self.total + 1))
 
     def save(self, chain: int, state: SGMCMCState, status: str, rep: ChainReport, epoch: int, consumed: int,
-             epoch_rng: dict[str, Any]) -> None:
+             epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> None:
         """Write the chain's resume state: sampler state, position (epoch, batches consumed in it), the RNGs at the
         start of that epoch and now. The parameters are not written again: a resume point is the chain's start
         (parameters: :func:`initial_params`) or right after a kept sample (parameters: that sample)."""
         info = {"chain": chain, "seed": rep.seed, "status": status, "draws": rep.n_samples, "epoch": epoch,
                 "consumed": consumed, "diverged_at": rep.diverged_at, "reason": rep.reason}
-        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": capture_rng(self.loader)})
+        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": capture_rng(self.loader) if now is None else now})
         self.store.save_chain_state(chain, tensors, meta)
+
+    def after_step(self, chain: int, state: SGMCMCState, rep: ChainReport, t: int, ok: torch.Tensor, epoch: int,
+                   consumed: int, epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> torch.Tensor:
+        """After the step taken at schedule index ``t``: update the finiteness flag ``ok`` (returned), stop the chain
+        (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state)."""
+        ok = ok & torch.isfinite(state.log_prob)
+        keep = self.keep(state.step, t)
+        if keep:
+            ok &= torch.isfinite(torch.stack(torch._foreach_norm(state.leaves))).all()
+        if self.check_due(state.step, keep) and not bool(ok):
+            rep.diverged, rep.diverged_at, rep.reason = True, state.step, DIVERGED
+            self.store.mark_diverged(chain, state.step, DIVERGED)
+            return ok
+        if keep:
+            params = {k: v.detach() for k, v in state.params.items()}
+            self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
+            rep.n_samples += 1
+            self.save(chain, state, "running", rep, epoch, consumed, epoch_rng, now)
+        return ok
+
+    def run_together(self, chains: list[int], theta0s: dict[int, dict[str, torch.Tensor]], model: nn.Module,
+                     stepper: Sampler, pre: PrecomputedLogProb, grad: StackedGradient) -> list[ChainReport]:
+        """Run ``chains`` in lockstep from ``theta0s``: one batched gradient per step (:mod:`.vectorized`), then each
+        chain's own sampler update (``stepper``: the sampler built on ``pre``) and the bookkeeping of :meth:`run`."""
+        streams = ChainStreams(self.loader, chains, self.cfg.epochs)
+        states = {c: stepper.init(theta0s[c], seed=self.cfg.seed + c) for c in chains}
+        reps = {c: ChainReport(chain=c, seed=self.cfg.seed + c, steps=0, n_samples=0) for c in chains}
+        ok = {c: torch.ones((), dtype=torch.bool, device=self.device) for c in chains}
+        where = {c: (0, 0) for c in chains}  # (epoch, batches consumed in it)
+        epoch_rng = {c: streams.now(c) for c in chains}
+        for c in chains:
+            self.save(c, states[c], "running", reps[c], 0, 0, epoch_rng[c], streams.now(c))
+        bar = iter(progress(range(self.total), desc=f"{self.cfg.sampler} chains {chains} (vectorised)",
+                            total=self.total, enabled=self.show_progress))
+        with unfused_attention(model):
+            for epoch in range(self.cfg.epochs):
+                for c in chains:
+                    if not reps[c].diverged:
+                        epoch_rng[c] = streams.epoch(c)
+                for consumed in range(1, len(self.loader) + 1):
+                    active = [c for c in chains if not reps[c].diverged]
+                    if not active:
+                        break
+                    next(bar, None)
+                    batches = [to_device(streams.next(c), self.device) for c in active]
+                    t = states[active[0]].step
+                    stepped = step_together(stepper, pre, grad, [states[c] for c in active], batches)
+                    for c, state in zip(active, stepped):
+                        states[c], where[c] = state, (epoch, consumed)
+                        ok[c] = self.after_step(c, states[c], reps[c], t, ok[c], epoch, consumed, epoch_rng[c],
+                                                streams.now(c))
+        for c in chains:
+            reps[c].steps = states[c].step
+            self.save(c, states[c], "diverged" if reps[c].diverged else "done", reps[c], *where[c], epoch_rng[c],
+                      streams.now(c))
+        streams.finish(chains[-1])  # the global RNGs end where the last sequential chain would leave them
+        return [reps[c] for c in chains]
 
     def run(self, chain: int, theta0: dict[str, torch.Tensor], saved: dict[str, Any] | None = None) -> ChainReport:
         """Run chain ``chain`` from ``theta0``, or continue it from ``saved`` (a :func:`.resume.read_info` dict with
@@ -168,19 +230,9 @@ class ChainWalker:
                 consumed += 1
                 t = state.step
                 state = self.sampler.step(state, to_device(batch, self.device))
-                ok &= torch.isfinite(state.log_prob)
-                keep = self.keep(state.step, t)
-                if keep:
-                    ok &= torch.isfinite(torch.stack(torch._foreach_norm(state.leaves))).all()
-                if self.check_due(state.step, keep) and not bool(ok):
-                    rep.diverged, rep.diverged_at, rep.reason = True, state.step, DIVERGED
-                    self.store.mark_diverged(chain, state.step, DIVERGED)
+                ok = self.after_step(chain, state, rep, t, ok, epoch, consumed, epoch_rng)
+                if rep.diverged:
                     break
-                if keep:
-                    params = {k: v.detach() for k, v in state.params.items()}
-                    self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
-                    rep.n_samples += 1
-                    self.save(chain, state, "running", rep, epoch, consumed, epoch_rng)
             if rep.diverged:
                 break
         rep.steps = state.step
@@ -237,7 +289,13 @@ def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int
                          f"{[c for c in chain_ids if store.indices(c)]}; pass resume=True to continue them")
     reports = []
     with eval_mode(model):
-        for c in chain_ids:
+        together = vectorize_plan(cfg, model, train_loader, log_prob, schedule, map_params, chain_ids, resume,
+                                  walker.device)
+        if together is not None:
+            stepper, pre, grad = together
+            theta0s = {c: initial_params(cfg, map_params, c) for c in chain_ids}
+            reports = walker.run_together(chain_ids, theta0s, model, stepper, pre, grad)
+        for c in chain_ids if together is None else []:
             st = saved[c]
             if st is not None and st["status"] in FINISHED:
                 reports.append(ChainReport(c, st["seed"], st["step"], st["draws"], st["status"] == "diverged",
@@ -247,6 +305,30 @@ def run_chains(model: nn.Module, train_loader, cfg: SamplerConfig, n_chains: int
             reports.append(walker.run(c, initial_params(cfg, map_params, c), st))
     arrays, v = convergence(store, cfg)
     return ChainsResult(store=store, chains=reports, verdict=v, diagnostics=arrays)
+
+
+def vectorize_plan(cfg: SamplerConfig, model: nn.Module, loader: Any, log_prob: Any, schedule: Schedule,
+                   map_params: dict[str, torch.Tensor], chain_ids: list[int], resume: bool,
+                   device: torch.device) -> tuple[Sampler, PrecomputedLogProb, StackedGradient] | None:
+    """``(stepper, pre, grad)`` for :meth:`ChainWalker.run_together`, or ``None`` (one chain at a time; the reason is
+    logged, as a warning when ``cfg.vectorize_chains`` asked for vectorised chains)."""
+    reason = sequential_reason(cfg.vectorize_chains, cfg.sampler, len(chain_ids), resume)
+    together = None
+    if reason is None:
+        pre = PrecomputedLogProb()
+        stepper = build(cfg.sampler, pre, lr=schedule, temperature=cfg.temperature, seed=cfg.seed, **cfg.options)
+        grad = StackedGradient(log_prob)
+        theta0s = [initial_params(cfg, map_params, c) for c in chain_ids[:2]]
+        reason = try_first_step(grad, stepper, model, theta0s, loader, device)
+        if reason is not None and cfg.vectorize_chains is True:
+            raise ValueError(f"sgmcmc.vectorize_chains is true but {reason}; set it to 'auto' or false")
+        together = None if reason is not None else (stepper, pre, grad)
+    if reason is not None:
+        asked = cfg.vectorize_chains is True or cfg.vectorize_chains == "auto"
+        (log.warning if asked else log.info)("SG-MCMC chains run one at a time: %s", reason)
+    else:
+        log.info("SG-MCMC chains %s run as one vectorised computation", chain_ids)
+    return together
 
 
 def resume_states(store: SampleStore, chain_ids: list[int]) -> dict[int, dict[str, Any] | None]:

@@ -220,7 +220,10 @@ def _save_epoch(run: _Run, model: nn.Module, epoch: int, improved: bool) -> None
         })
         run.last_saved = epoch
     if improved:  # after last_state: a crash in between is repaired on resume from last.safetensors
-        save_weights(ckpt_dir / "best.safetensors", model, epoch)
+        if run.last_saved == epoch:  # the same weights and epoch were just written: copy the bytes, no re-serialising
+            io.copy_file(ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors")
+        else:
+            save_weights(ckpt_dir / "best.safetensors", model, epoch)
     io.write_json(run.run_dir / "history.json", {"status": "running", **_public(st)})
 
 

@@ -1,0 +1,216 @@
+r"""Many chains as one batched computation: ``K`` chains' gradients in one ``torch.func.vmap`` call per step.
+
+For the elementwise samplers (:data:`VECTORIZABLE`: sgld, psgld, asgld, sghmc) a step of chain ``c`` is
+
+.. math::  (g_c, v_c) = (\nabla_\theta, 1)\,\log p(\theta_c, B_{c,t}), \qquad
+           \text{state}_c \leftarrow \text{update}(\text{state}_c, g_c, \xi_c)
+
+where ``update`` acts entry by entry and ``ξ_c`` comes from chain ``c``'s own generator (seed ``cfg.seed + c``). Here
+the ``K`` gradient evaluations run as one: the parameters are stacked ``{name: (K, *shape)}``, the ``K`` batches
+``{key: (K, B, ...)}``, and ``vmap(grad_and_value(log_prob))`` runs the model once over both (``functional_call``
+with batched parameters). Each chain's update is then the sampler's own ``step`` with those gradients
+(:class:`PrecomputedLogProb`), so the algorithms are not written twice and every chain draws exactly the noise of
+its sequential run.
+
+Data order: chain ``c`` of a sequential :func:`~.runner.run_chains` reads the train loader where chain ``c - 1``
+left it (shuffling and augmentation RNGs continue). :class:`ChainStreams` reproduces that: a pass over the loader
+without the model finds each chain's starting RNG state, then each chain draws its own batches with the RNGs swapped
+in and out around every draw. A batched chain therefore sees the same batches, the same noise and the same
+schedule as its sequential run; only the floating-point rounding of the batched gradient differs (float-close
+trajectories, not bit-identical; if a chain diverges, the later chains' sequential data order would have been
+shifted, the batched one is not). The per-chain resume files are written as in the sequential runner.
+
+Not vectorised (the runner falls back to one chain at a time and logs why): SAM samplers (``sam_sgld``,
+``sam_sgld_r1``: one global gradient norm per chain, not an elementwise update), ``resume`` (continues chains one at
+a time), a single chain, or a model/batch that ``vmap`` cannot run (the first step is tried before the run starts).
+Batches of different shapes across chains (e.g. dynamic padding) fall back to per-chain gradients for that step.
+Attention: timm's fused ``scaled_dot_product_attention`` has no ``vmap`` batching rule for its CPU backward (a slow
+per-chain loop), so modules with a ``fused_attn`` switch use timm's explicit attention while batched (same maths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad_and_value, vmap
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from .base import Sampler, SGMCMCState
+from .resume import capture_rng, restore_rng
+
+log = logging.getLogger(__name__)
+
+#: samplers whose update is elementwise given the gradient (chains can share one batched gradient call)
+VECTORIZABLE = frozenset({"sgld", "psgld", "asgld", "sghmc"})
+
+
+def sequential_reason(setting: bool | str, sampler: str, n_chains: int, resume: bool) -> str | None:
+    """Why ``run_chains`` runs these chains one at a time (``None``: vectorise). ``setting``: ``vectorize_chains``."""
+    if setting is False or setting == "false":
+        return "sgmcmc.vectorize_chains is false"
+    if sampler not in VECTORIZABLE:
+        return (f"sampler {sampler!r} is not elementwise (SAM variants use one global gradient norm per chain); "
+                f"vectorised chains need one of {sorted(VECTORIZABLE)}")
+    if n_chains < 2:
+        return "a single chain"
+    if resume:
+        return "resume continues the chains one at a time"
+    return None
+
+
+class PrecomputedLogProb:
+    """A ``log_prob`` whose value and gradient at the current parameters were computed elsewhere.
+
+    ``set(value, grads)`` then ``__call__(params, batch)`` returns ``value + Σ_i ⟨θ_i − sg(θ_i), g_i⟩`` (``sg`` =
+    stop-gradient): numerically ``value``, gradient exactly ``g``. The sampler's ``step`` takes it like any
+    ``log_prob``, so a batched gradient feeds the unchanged update code.
+    """
+
+    def __init__(self) -> None:
+        self.value: Tensor | None = None
+        self.grads: list[Tensor] = []
+
+    def set(self, value: Tensor, grads: list[Tensor]) -> None:
+        self.value, self.grads = value, grads
+
+    def __call__(self, params: Any, batch: Any) -> Tensor:
+        leaves, _ = tree_flatten(params)
+        out = self.value
+        for p, g in zip(leaves, self.grads):
+            out = out + ((p - p.detach()) * g).sum()
+        return out
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[None]:
+    """Modules with a ``fused_attn`` flag (timm attention) use their explicit softmax attention inside the block."""
+    flagged = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    for m, _ in flagged:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m, v in flagged:
+            m.fused_attn = v
+
+
+def stack_batches(batches: list[Any]) -> Any | None:
+    """``K`` batches of the same structure -> one batch with a leading chain dimension; ``None`` if shapes differ
+    or a leaf is not a tensor."""
+    leaves = [tree_flatten(b) for b in batches]
+    spec = leaves[0][1]
+    if any(s != spec for _, s in leaves):
+        return None
+    cols = list(zip(*[ls for ls, _ in leaves]))
+    if not all(torch.is_tensor(x) and x.shape == col[0].shape for col in cols for x in col):
+        return None
+    return tree_unflatten([torch.stack(col) for col in cols], spec)
+
+
+class StackedGradient:
+    """``(values (K,), grads [(K, *shape)])`` of ``log_prob`` for ``K`` parameter sets and ``K`` batches at once.
+
+    ``log_prob`` must be ``vmap``-able: a :class:`~.model.ModelLogProb` is called with ``foreach=False``.
+    """
+
+    def __init__(self, log_prob: Any) -> None:
+        fn = partial(log_prob, foreach=False) if hasattr(log_prob, "log_prior") else log_prob
+        self.log_prob = log_prob
+        self.batched = vmap(grad_and_value(fn), in_dims=(0, 0), randomness="error")
+
+    def __call__(self, states: list[SGMCMCState], batches: list[Any]) -> tuple[Tensor, list[list[Tensor]]]:
+        stacked_batch = stack_batches(batches)
+        if stacked_batch is None:  # shapes differ across chains: per-chain gradients for this step
+            vals, grads = [], []
+            for s, b in zip(states, batches):
+                with torch.enable_grad():
+                    v = self.log_prob(s.params, b)
+                    grads.append(list(torch.autograd.grad(v, s.leaves, materialize_grads=True)))
+                vals.append(v.detach())
+            return torch.stack(vals), grads
+        spec = states[0].spec
+        stacked = tree_unflatten([torch.stack([s.leaves[i].detach() for s in states]) for i in range(len(states[0].leaves))],
+                                 spec)
+        with torch.enable_grad():
+            g, v = self.batched(stacked, stacked_batch)
+        g_leaves, _ = tree_flatten(g)
+        return v.detach(), [[gl[c] for gl in g_leaves] for c in range(len(states))]
+
+
+def step_together(stepper: Sampler, pre: PrecomputedLogProb, grad: StackedGradient, states: list[SGMCMCState],
+                  batches: list[Any]) -> list[SGMCMCState]:
+    """One step of every chain: the batched gradient, then each chain's own update (``stepper`` = the sampler built
+    on ``pre``) with its own noise generator."""
+    values, grads = grad(states, batches)
+    out = []
+    for i, (state, batch) in enumerate(zip(states, batches)):
+        pre.set(values[i], grads[i])
+        out.append(stepper.step(state, batch))
+    return out
+
+
+class ChainStreams:
+    """Each chain's own pass over ``loader``, in the order a sequential run would give it (see module docstring).
+
+    ``start(c)`` / ``epoch(c)`` / ``next(c)`` run with chain ``c``'s RNG snapshot put in place and taken back after;
+    ``now(c)`` is that snapshot (for the resume files); ``finish(c)`` leaves the global RNGs as chain ``c`` left them.
+    """
+
+    def __init__(self, loader: Any, chains: list[int], epochs: int) -> None:
+        self.loader = loader
+        self.snap: dict[int, dict[str, Any]] = {}
+        self.iters: dict[int, Iterator[Any]] = {}
+        first = capture_rng(loader)
+        for i, c in enumerate(chains):
+            self.snap[c] = capture_rng(loader)
+            if i < len(chains) - 1:  # advance the RNGs by one chain's worth of data (no model)
+                for _ in range(epochs):
+                    for _ in loader:
+                        pass
+        restore_rng(first, loader)
+
+    def epoch(self, c: int) -> dict[str, Any]:
+        """Start chain ``c``'s next epoch; returns the RNG snapshot at its start."""
+        restore_rng(self.snap[c], self.loader)
+        at_start = self.snap[c]
+        self.iters[c] = iter(self.loader)
+        self.snap[c] = capture_rng(self.loader)
+        return at_start
+
+    def next(self, c: int) -> Any:
+        restore_rng(self.snap[c], self.loader)
+        batch = next(self.iters[c])
+        self.snap[c] = capture_rng(self.loader)
+        return batch
+
+    def now(self, c: int) -> dict[str, Any]:
+        """A copy of chain ``c``'s current RNG snapshot (safe to store next to its epoch-start snapshot)."""
+        snap = self.snap[c]
+        return {"tensors": {k: v.clone() for k, v in snap["tensors"].items()}, "json": snap["json"]}
+
+    def finish(self, c: int) -> None:
+        restore_rng(self.snap[c], self.loader)
+
+
+def try_first_step(grad: StackedGradient, sampler: Sampler, model: nn.Module, theta0s: list[dict[str, Tensor]],
+                   loader: Any, device: torch.device) -> str | None:
+    """Run the batched gradient once on throw-away states and the first batch; the error text if it fails."""
+    from ..batch import to_device
+
+    rng = capture_rng(loader)  # drawing the batch must not move the data order
+    try:
+        batch = to_device(next(iter(loader)), device)
+        states = [sampler.init(t, seed=0) for t in theta0s[:2]]
+        with unfused_attention(model):
+            grad(states, [batch, batch])
+    except Exception as e:  # noqa: BLE001 - any failure means: run the chains one at a time
+        return f"torch.func.vmap cannot run this model/batch ({type(e).__name__}: {str(e)[:200]})"
+    finally:
+        restore_rng(rng, loader)
+    return None
