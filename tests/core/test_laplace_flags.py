@@ -165,3 +165,17 @@ def test_every_config_example_works(key, value, context, tmp_path):
         from bayespeft.laplace.subset import select_parameters
 
         assert select_parameters(build(cfg).model, value)
+
+
+def test_link_with_the_mc_predictive_is_refused():
+    """`--link` is a GLM option: given with `--predictive mc` it used to be ignored silently."""
+    import pytest
+
+    from bayespeft.config import load_config
+    from bayespeft.experiments.laplace import with_laplace_flags
+
+    cfg = load_config(str(__import__("pathlib").Path(__file__).resolve().parents[2] / "configs" / "digits" / "lora.yaml"))
+    with pytest.raises(ValueError, match=r"--link probit applies to the GLM predictive only"):
+        with_laplace_flags(cfg, {"predictive": "mc", "link": "probit"})
+    assert with_laplace_flags(cfg, {"predictive": "glm", "link": "mc"}).laplace.link == "mc"
+    assert with_laplace_flags(cfg, {"predictive": "mc"}).laplace.predictive == "mc"

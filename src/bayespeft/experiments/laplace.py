@@ -82,6 +82,9 @@ def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | Non
     for flag, value in given.items():
         section[FLAG_KEYS[flag]] = [s for s in value.split(",") if s] if flag == "subset" and "," in value else value
     raw["laplace"] = section
+    if "link" in given and section.get("predictive") == "mc":
+        raise ValueError(f"--link {given['link']} applies to the GLM predictive only (--predictive glm); the weight-space "
+                         "MC predictive (--predictive mc) has no link: drop --link, or use --predictive glm")
     typed = " ".join(f"--{k} {v}" for k, v in given.items())
     return validate(raw, source=f"laplace flags ({typed})")
 
