@@ -142,3 +142,52 @@ def test_prior_optimisation_messages_and_progress_switch(ref, mlp_data, monkeypa
     monkeypatch.setattr(posterior_module, "progress_bar", record)
     post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=[1.0], progress=False)
     assert ("prior (grid)", False) in seen and all(enabled is False for _, enabled in seen)
+
+
+def test_lbfgs_prior_optimisation_is_one_strong_wolfe_lbfgs_step_of_n_steps_iterations(ref):
+    """Few iterations with lr 0.5 from δ = 1e3: not converged, so max_iter, lr and the line search all show."""
+    post, X, Y, W, sigma, _ = _two_output_blr(ref, "full")
+    post.prior_precision = 1e3
+    log_delta = torch.tensor(float(np.log(1e3)), dtype=F64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_delta], lr=0.5, max_iter=3, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -_hand_laplace_evidence(X, Y, W, torch.tensor(sigma, dtype=F64), log_delta.exp())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    got = post.optimize_prior(optimizer="lbfgs", n_steps=3, lr=0.5)
+    assert float(got[0]) == pytest.approx(float(log_delta.detach().exp()), rel=1e-9)
+    assert abs(float(got[0]) - 1e3) > 1.0
+    with pytest.raises(ValueError, match=r"^optimizer must be 'adam' or 'lbfgs', got 'sgd'$"):
+        post.optimize_prior(optimizer="sgd")
+
+
+def test_marglik_progress_switch_and_label(ref, mlp_data, monkeypatch):
+    model, X, y = mlp_data
+    post = L.fit(model, ref.loader(X, y), structure="diag")
+    import bayespeft.laplace.posterior as posterior_module
+
+    seen = []
+    real = posterior_module.progress_bar
+
+    def record(it, *, desc, enabled):
+        seen.append((desc, enabled))
+        return real(it, desc=desc, enabled=enabled)
+
+    monkeypatch.setattr(posterior_module, "progress_bar", record)
+    post.optimize_prior(n_steps=2, progress=False)
+    post.optimize_prior(n_steps=2, progress=True)
+    assert seen == [("prior (marglik)", False), ("prior (marglik)", True)]
+
+
+def test_non_positive_prior_message_lists_at_most_eight_values(ref):
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(9)]).double()
+    X, y = torch.randn(6, 2, dtype=F64), torch.tensor([0, 1, 0, 1, 1, 0])
+    post = L.fit(model, ref.loader(X, y), structure="diag")
+    assert len(post.groups) == 9
+    with pytest.raises(ValueError, match=r"^prior precision must be > 0, got \[(-1\.0, ){7}-1\.0\]$"):
+        post.prior_precision = [-1.0] * 9
