@@ -131,6 +131,10 @@ def test_sample_run_trains_map_then_evaluate_samples_reproduces_it_exactly(tmp_p
     assert ev["verdict"] == out["verdict"]
     assert json.loads((Path(ev["run_dir"]) / "diagnostics.json").read_text())["verdict"] == \
         json.loads((run_dir / "diagnostics.json").read_text())["verdict"]
+    # one row per distinct result: evaluating the same samples of the same checkpoint again adds no row
+    n_rows = len(pd.read_csv(cfg.output.csv_path()))
+    sp.evaluate_samples_run(cfg, run_dir, run_dir)
+    assert len(pd.read_csv(cfg.output.csv_path())) == n_rows
 
 
 def _flatten(arrays):

@@ -170,17 +170,21 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
     out: dict[str, Any] = {"single_sample": {k: store.entries[single][k] for k in ("chain", "draw", "step")},
                            "n_samples": len(idx), "chains": kept, "single": {}, "ensemble": {}}
     device = next(built.model.parameters()).device
+    # the result key of a sample row: which store and which of its samples (re-evaluating them adds no row)
+    source = {"store": str(Path(store.root).resolve())}
     for split, loader in split_loaders(built.loaders).items():
         loader = eval_batches(loader, device)
         labels = labels_of(loader)
         t0 = time.perf_counter()
         probs = predict_sample(built.model, store.load(single), loader)
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": 1}
-        out["single"][split] = record_predictive(cfg, built, run_dir, f"{label}-sample", split, probs, labels, ev)
+        out["single"][split] = record_predictive(cfg, built, run_dir, f"{label}-sample", split, probs, labels, ev,
+                                                 settings={**source, "samples": [store.entries[single]["file"]]})
         t0 = time.perf_counter()
         probs = ensemble_predict(built.model, store, loader, indices=idx)
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": len(idx)}
-        out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev)
+        out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev,
+                                                   settings={**source, "samples": [store.entries[i]["file"] for i in idx]})
     return out
 
 
