@@ -90,3 +90,22 @@ def test_adapter_option_the_method_does_not_read_is_one_line_naming_both(tmp_pat
     assert load_config(write(tmp_path, BASE), ["adapter.method=full", "adapter.r=null"]).adapter == AdapterConfig(method="full")
     cfg = load_config(write(tmp_path, BASE.replace("method: lora, r: 4", "method: full")))
     assert load_config(write(tmp_path, dump_config(cfg), "dumped.yaml")) == cfg  # a run's config.yaml loads again
+
+
+def test_unreadable_config_files_are_one_line_errors(tmp_path):
+    """A YAML syntax error, a non-UTF-8 file and a directory: one line naming the file and what to do."""
+    import pytest
+
+    from bayespeft.config import ConfigError, load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: digits\n   model: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line \d+, column \d+: ") as e:
+        load_config(bad)
+    assert "\n" not in str(e.value)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin\.yaml: not a UTF-8 text file \(byte 9\); save it as UTF-8"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match=r"is a directory; pass a config file"):
+        load_config(tmp_path)

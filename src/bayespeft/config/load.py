@@ -42,17 +42,34 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def yaml_error_line(e: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: what is wrong and where (line:column, 1-based)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = " ".join(str(getattr(e, "problem", None) or e).split())
+    return f"not valid YAML{where}: {what}"
+
+
+def load_yaml_mapping_text(path: Path, error: type[Exception] = ConfigError) -> Any:
+    """``yaml.safe_load`` of a UTF-8 file, every failure a one-line ``error`` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not a UTF-8 text file (byte {e.start}); save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise error(f"{path}: {yaml_error_line(e)}") from None
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a YAML config, resolving ``base:`` chains (relative to each file)."""
     path = Path(path).resolve()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; pass a config file (e.g. {path}/config.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path in _seen:
         raise ConfigError(f"circular 'base:' chain: {' -> '.join(str(p) for p in (*_seen, path))}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = load_yaml_mapping_text(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
