@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ...config import ConfigError, apply_overrides, read_yaml
+from ...config.load import load_yaml_mapping_text
 from ...registry import closest
 from .expr import ExpressionError, is_expression, parse
 from .keys import check_key
@@ -170,10 +169,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     path = Path(path).resolve()
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SweepError(f"{path}: not valid YAML: {e}") from None
+    doc = load_yaml_mapping_text(path, SweepError)
     if not isinstance(doc, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with base:, axes:, ... (got {type(doc).__name__})")
     errors: list[str] = []
