@@ -141,3 +141,15 @@ def write_arc(root: Path, sizes: dict[str, int] | None = None, subset: str = "AR
         (directory / f"{subset}-{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         offset += n
     return directory
+
+
+def write_small_benchmarks(root: Path) -> Path:
+    """Under ``root``: ``cifar-10-batches-py/`` (5 x 20 train, 20 test), ``cifar-100-python/`` (100 train, 40 test) and
+    ``MRPC/`` (60 train pairs with a BOM, 12 dev pairs), in their real on-disk formats. Returns ``root``."""
+    write_cifar10(root)
+    write_cifar100(root, n_train=100, n_test=40)
+    mrpc = Path(root) / "MRPC"
+    mrpc.mkdir(exist_ok=True)
+    write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
+    write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
+    return Path(root)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bayespeft.models.tiny import bpe_tokenizer
-from bayespeft.testing import write_arc, write_cifar10, write_cifar100, write_mrpc_tsv
+from bayespeft.testing import write_arc, write_small_benchmarks
 
 torch.set_num_threads(1)
 
@@ -20,13 +20,7 @@ def data_root(tmp_path_factory) -> Path:
     """One data root holding cifar-10-batches-py/ (5 x 20 train, 20 test), cifar-100-python/ (100 train, 40 test)
     MRPC/ (60 train pairs, 12 dev pairs), ARC-Easy/ (24 train, 8 dev, 12 test questions) and tokenizers/bpe/ (a
     GPT-2-style tokenizer in which " A".." D" are single tokens)."""
-    root = tmp_path_factory.mktemp("data")
-    write_cifar10(root)
-    write_cifar100(root, n_train=100, n_test=40)
-    mrpc = root / "MRPC"
-    mrpc.mkdir()
-    write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
-    write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
+    root = write_small_benchmarks(tmp_path_factory.mktemp("data"))
     write_arc(root, {"Train": 24, "Dev": 8, "Test": 12})
     bpe_tokenizer(root / "tokenizers" / "bpe")
     return root

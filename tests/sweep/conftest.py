@@ -37,13 +37,6 @@ def sweep_file(tmp_path):
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """CIFAR-10/100 python pickles and GLUE MRPC TSVs in their real formats (small)."""
-    from bayespeft.testing import write_cifar10, write_cifar100, write_mrpc_tsv
+    from bayespeft.testing import write_small_benchmarks
 
-    root = tmp_path_factory.mktemp("sweep-data")
-    write_cifar10(root)
-    write_cifar100(root, n_train=100, n_test=40)
-    mrpc = root / "MRPC"
-    mrpc.mkdir()
-    write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
-    write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
-    return root
+    return write_small_benchmarks(tmp_path_factory.mktemp("sweep-data"))
