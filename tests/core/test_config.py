@@ -109,3 +109,13 @@ def test_unreadable_config_files_are_one_line_errors(tmp_path):
         load_config(latin)
     with pytest.raises(ConfigError, match=r"is a directory; pass a config file"):
         load_config(tmp_path)
+
+
+def test_duplicate_yaml_key_is_a_one_line_error_naming_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys silently; a config with ``epochs`` twice is refused, in any section."""
+    dup = write(tmp_path, "train:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n", "dup.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_config(dup)
+    assert str(e.value) == (f"{dup.resolve()}: not valid YAML at line 4, column 3: "
+                            "duplicate key 'epochs' (first at line 2); keep only one")
+    assert read_yaml(write(tmp_path, "train:\n  epochs: 2\nadapter:\n  epochs: 3\n", "ok.yaml"))["train"] == {"epochs": 2}

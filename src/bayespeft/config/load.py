@@ -50,10 +50,27 @@ def yaml_error_line(e: yaml.YAMLError) -> str:
     return f"not valid YAML{where}: {what}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in first:
+                    line = first[key].start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {line}); keep only one", key_node.start_mark
+                    )
+                first[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_mapping_text(path: Path, error: type[Exception] = ConfigError) -> Any:
-    """``yaml.safe_load`` of a UTF-8 file, every failure a one-line ``error`` naming the file."""
+    """``yaml.safe_load`` of a UTF-8 file (duplicate keys refused), every failure a one-line ``error`` naming the file."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as e:
         raise error(f"{path}: not a UTF-8 text file (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
