@@ -98,6 +98,11 @@ def test_sample_run_from_checkpoint_table_files_and_csv(trained):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["sgmcmc"]["splits"]["test"]["nll"] == out["sgmcmc"]["splits"]["test"]["nll"]
     assert metrics["checkpoint"] == str(run.run_dir)
+    # the sampling run holds no checkpoint/ of its own: evaluating its samples "with it" uses the recorded warm start
+    ev = sp.evaluate_samples_run(cfg, run_dir, run_dir)
+    assert ev["checkpoint"] == str(run.run_dir)
+    for s in SPLITS:
+        assert ev["sgld-ensemble"][s]["nll"] == out["sgmcmc"]["splits"][s]["nll"]
     diag = json.loads((run_dir / "diagnostics.json").read_text())
     assert diag["n_chains"] == 2 and diag["n_draws"] == 9 and set(diag["summary"]) >= {"loglik", "param_norm", "proj_1"}
     assert not (run_dir / "plots").exists()  # output.reliability_plots: false switches every plot off

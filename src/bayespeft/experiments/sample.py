@@ -233,10 +233,13 @@ def _table(map_metrics: dict[str, Any], label: str, single: dict[str, Any], ense
     return rows
 
 
-def _device(cfg: ExperimentConfig) -> torch.device:
-    from ..train.loop import resolve_device
-
-    return resolve_device(cfg.train.device)
+def _warm_start(checkpoint: str | Path, store: SampleStore) -> Path:
+    """The checkpoint to evaluate ``store`` with: ``checkpoint``, except when it is the sampling run itself and that
+    run was warm-started from another run (it then holds no ``checkpoint/``): the warm start the store records."""
+    given, recorded = Path(checkpoint), store.metadata.get("checkpoint")
+    if recorded and not (given / "checkpoint").is_dir() and given.resolve() == store.root.parent.resolve():
+        return Path(recorded)
+    return given
 
 
 def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, check_base: bool = True,
@@ -269,7 +272,6 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
         built = build(cfg)
         load_checkpoint_into(built, checkpoint, check_base)
         run_dir = start_run(cfg, run_dir)
-        built.model.to(_device(cfg))
         with recording(run_dir):
             metrics = {"params": built.params, "data": built.data.record(), "map": evaluate_map(cfg, built, run_dir)}
         ckpt = Path(checkpoint)
@@ -364,7 +366,6 @@ def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: st
     check_outputs(cfg, run_dir)
     built = build(cfg)
     load_checkpoint_into(built, ckpt, check_base)
-    built.model.to(_device(cfg))
     if "map" not in metrics:  # stopped before the MAP results were written
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir), "checkpoint": str(ckpt)}
     return _sample_into(cfg, built, run_dir, metrics, resume=True)
@@ -384,10 +385,10 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     recorded = store.metadata.get("sampler")
     sc = SamplerConfig.model_validate(recorded) if recorded else sampler_config(cfg)
     label = store.metadata.get("label", sc.sampler)
+    checkpoint = _warm_start(checkpoint, store)
     check_outputs(cfg)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base)
-    built.model.to(_device(cfg))
     run_dir = start_run(cfg)
     with recording(run_dir):
         map_metrics = evaluate_map(cfg, built, run_dir)
