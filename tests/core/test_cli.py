@@ -116,8 +116,9 @@ def test_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(pipeline, "fit", interrupted_fit)
     assert main(["train", str(cfg), "--set", f"output.root={run_dir.parent / 'resumable_root'}"]) == 130
-    assert "interrupted" in capsys.readouterr().err
+    err = capsys.readouterr().err
     (run_dir,) = (run_dir.parent / "resumable_root").glob("tiny-normtune-*")
+    assert f"interrupted; resume it with `bayespeft train CONFIG --resume {run_dir}` (run directory: {run_dir})" in err
     assert json.loads((run_dir / "history.json").read_text())["status"] == "running"
     monkeypatch.setattr(pipeline, "fit", real_fit)
     assert main(["train", str(cfg), "--resume", str(run_dir)]) == 0

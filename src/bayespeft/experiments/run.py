@@ -103,11 +103,14 @@ def mark_run(run_dir: Path, status: str, error: str) -> None:
 
 @contextmanager
 def recording(run_dir: Path, interrupted_hint: str = "") -> Iterator[None]:
-    """Mark the run ``failed`` (any exception, with its message) or ``interrupted`` (Ctrl-C) in ``metrics.json``."""
+    """Mark the run ``failed`` (any exception, with its message) or ``interrupted`` (Ctrl-C) in ``metrics.json``; an
+    interrupted run also prints its directory and ``interrupted_hint`` (how to continue it) on stderr."""
     try:
         yield
     except KeyboardInterrupt:
-        mark_run(run_dir, "interrupted", "interrupted" + (f"; {interrupted_hint}" if interrupted_hint else ""))
+        note = "interrupted" + (f"; {interrupted_hint}" if interrupted_hint else "")
+        mark_run(run_dir, "interrupted", note)
+        print(f"{note} (run directory: {run_dir})", file=sys.stderr)
         raise
     except BaseException as e:
         mark_run(run_dir, "failed", f"{type(e).__name__}: {e}")
