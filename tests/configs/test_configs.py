@@ -212,6 +212,11 @@ def test_tiny_arc_phi2_lora_then_lowrank_kfac_laplace(capsys, overrides, data_ro
               "--predictive", "glm", *overrides("arc"))
     metrics = json.loads((lap / "metrics.json").read_text())
     assert_same_map(map_dir, metrics)  # the laplace run evaluates the trained adapters
+    from safetensors import safe_open
+
+    with safe_open(map_dir / "checkpoint" / "adapter_model.safetensors", "pt") as f:
+        saved = list(f.keys())  # the LoRA factors only: not a copy of the frozen lm_head (262 MB per Phi-2 adapter)
+    assert len(saved) == 10 and all(".lora_" in k for k in saved), saved
     vocab, r, width, layers = len(AutoTokenizer.from_pretrained(data_root / "tokenizers" / "bpe")), 8, 32, 2
     # LoRA A (r x in) + B (out x r) on q_proj and v_proj of every layer, and on lm_head (width -> vocab); nothing else
     assert metrics["params"]["trainable_params"] == layers * 2 * (2 * r * width) + r * (width + vocab)

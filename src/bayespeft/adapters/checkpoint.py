@@ -154,7 +154,7 @@ def _check_fingerprint(model: TaskModel, saved: dict[str, float] | None, where: 
 def _adapter_state_expected(model: TaskModel) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model.backbone)
+    return get_peft_model_state_dict(model.backbone, save_embedding_layers=False)
 
 
 def save_adapter(model: TaskModel, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
@@ -184,7 +184,9 @@ def save_adapter(model: TaskModel, out_dir: str | os.PathLike, metadata: dict[st
     if ADAPTERS.get(method).uses_peft:
         tmp = Path(tempfile.mkdtemp(dir=out, prefix=".peft-"))
         try:
-            model.backbone.save_pretrained(str(tmp))
+            # save_embedding_layers=False: with ``lm_head`` (or an embedding) as a LoRA target, PEFT's default ("auto")
+            # also saves the frozen base weight of that layer -- 262 MB per Phi-2 adapter -- which the base model has
+            model.backbone.save_pretrained(str(tmp), save_embedding_layers=False)
             for f in sorted(tmp.iterdir()):
                 default_mode(f)  # safetensors writes its files private (0o600)
                 os.replace(f, out / f.name)
