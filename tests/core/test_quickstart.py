@@ -16,6 +16,8 @@ The full table (``FULL_TABLE``, the README's, printed there to 4 decimals; ~45-1
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -99,8 +101,10 @@ def fast(tmp_path_factory):
     session_cache = Path(os.environ["BAYESPEFT_CACHE"])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BAYESPEFT_CACHE", str(cache))
-        rows = run_quickstart_cli(out, "--fast")
-        yield out, rows
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rows = run_quickstart_cli(out, "--fast")
+        yield out, rows, err.getvalue()
     (session_cache / "quickstart").mkdir(parents=True, exist_ok=True)
     for f in (cache / "quickstart").glob("*.safetensors"):
         shutil.copy2(f, session_cache / "quickstart" / f.name)
@@ -116,8 +120,18 @@ def test_quickstart_full_table_is_pinned(tmp_path):
     assert_table(run_quickstart_cli(tmp_path / "qs"), FULL_TABLE)
 
 
+def test_quickstart_labels_each_stage_on_stderr(fast):
+    """Off a terminal every stage's progress lines follow a ``[quickstart k/9] what`` line, in the order it runs."""
+    stages = [line for line in fast[2].splitlines() if line.startswith("[quickstart ")]
+    assert [s.split("]")[0] for s in stages] == [f"[quickstart {k}/9" for k in range(1, 10)]
+    assert [s.split("] ")[1].split(" (")[0] for s in stages] == [
+        "train lora", "train normtune", "train hybrid", "train full", "Laplace diag over the lora model",
+        "Laplace kfac over the lora model", "Laplace full over the lora model", "SGLD ensemble over the lora model",
+        "layer-wise Laplace over the lora model's blocks and head"]
+
+
 def test_quickstart_fast_writes_the_table(fast):
-    out, rows = fast
+    out, rows, _ = fast
     posteriors = {(r["method"], r["posterior"]) for r in rows}
     assert {(m, "map") for m in DOWNSTREAM_METHODS} <= posteriors
     assert {("lora", "laplace-diag"), ("lora", "laplace-kfac"), ("lora", "laplace-full[last_layer]"), ("lora", "sgld-ensemble")} <= posteriors
@@ -154,7 +168,7 @@ def test_digits_config_is_the_quickstarts_run(method, tmp_path):
 def test_digits_config_reproduces_the_quickstart_row(method, fast, tmp_path, capsys):
     """`bayespeft train configs/digits/METHOD.yaml` with the fast mode's epochs gives the fast quickstart's MAP row
     (same upstream backbone from the cache, same data, same seeds)."""
-    _, rows = fast
+    _, rows, _ = fast
     capsys.readouterr()
     assert main(["train", str(CONFIGS / "digits" / f"{method}.yaml"), "--set", f"train.epochs={FAST_EPOCHS}",
                  "--set", f"output.root={tmp_path}", "--set", "output.reliability_plots=false"]) == 0

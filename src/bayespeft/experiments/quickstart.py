@@ -18,6 +18,7 @@ and writes the results CSV, ``metrics.json`` files and reliability diagrams unde
 
 from __future__ import annotations
 
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -49,6 +50,15 @@ def method_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
     return validate({**cfg.model_dump(mode="json"), "name": f"quickstart-{method}", "adapter": adapter.model_dump(mode="json")})
 
 
+#: stages of the quickstart, for the ``[quickstart k/N]`` lines: 4 MAP runs, 3 Laplace posteriors, SGLD, layer-wise
+N_STAGES = 9
+
+
+def stage(k: int, what: str) -> None:
+    """One ``[quickstart k/N] what`` line on stderr before stage ``k`` (the progress lines inside carry no label)."""
+    print(f"[quickstart {k}/{N_STAGES}] {what}", file=sys.stderr, flush=True)
+
+
 def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> list[dict[str, Any]]:
     """Run the quickstart; returns the table rows (also printed and written to ``<out>/quickstart.csv``)."""
     from .train import train_model
@@ -67,7 +77,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", fast: bool = False) -> l
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": FAST_EPOCHS})})
     rows: list[dict[str, Any]] = []
     lora_run = None
-    for method in DOWNSTREAM_METHODS:
+    for k, method in enumerate(DOWNSTREAM_METHODS, 1):
+        stage(k, f"train {method} (MAP{'; makes the upstream backbone first unless cached' if method == DOWNSTREAM_METHODS[0] else ''})")
         run = train_model(method_config(cfg, method))
         for split, m in run.metrics["map"].items():
             rows.append(_row(method, "map", split, run.built.params, m, run.train_time_s))
@@ -115,13 +126,15 @@ def bayesian_rows(run, fast: bool = False) -> list[dict[str, Any]]:
 
     cfg = validate(yaml_safe(run.run_dir / "config.yaml"), "quickstart run config")
     rows = []
-    for spec in QUICKSTART_LAPLACE:
+    for k, spec in enumerate(QUICKSTART_LAPLACE, len(DOWNSTREAM_METHODS) + 1):
         lc = LaplaceConfig(prior_method="marglik", **spec)
+        stage(k, f"Laplace {spec['structure']} over the lora model{' (head only)' if 'subset' in spec else ''}")
         res = fit_and_evaluate(cfg, run.built, run.run_dir, lc)
         for split, m in res["splits"].items():
             rows.append(_row("lora", res["label"], split, run.built.params, m, res["fit_time_s"] + res["prior_time_s"]))
     from .sample import sample_and_evaluate
 
+    stage(N_STAGES - 1, "SGLD ensemble over the lora model")
     res = sample_and_evaluate(cfg, run.built, run.run_dir, label="sgld")
     for split, m in res["splits"].items():
         rows.append(_row("lora", "sgld-ensemble", split, run.built.params, m, res["sample_time_s"]))
@@ -143,6 +156,7 @@ def layerwise_section(run, out: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     cfg = validate(yaml_safe(run.run_dir / "config.yaml"), "quickstart run config")
+    stage(N_STAGES, "layer-wise Laplace over the lora model's blocks and head")
     res = run_study(cfg, run.built, LayerwiseConfig(**QUICKSTART_LAYERWISE), out / "layerwise", plots=False,
                     echo=lambda line: None)
     print("\nlayer-wise Laplace over the LoRA model (diag, GLM probit): ΔECE = ECE_MAP − ECE_Bayes, > 0 = the "
