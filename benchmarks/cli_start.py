@@ -9,7 +9,8 @@ Each command runs ``--repeats`` times in a fresh interpreter started exactly lik
 around the child process, peak RSS is the child's own ``ru_maxrss`` (``os.wait4``, so one child never reports
 another's peak), CPU time its user + system time (what the command costs when the machine is not shared; wall time
 on a loaded machine includes waiting for a core). Printed per command: median and max wall time, median CPU time,
-median peak RSS, and whether the median wall time and peak RSS meet the targets. A cold first run (disk cache) is included in max but not in the median when ``--repeats`` >= 3.
+median peak RSS, and whether the median wall time and peak RSS meet the targets. A cold first run (disk cache) is
+included in max but not in the median when ``--repeats`` >= 3.
 
 Usage: ``python benchmarks/cli_start.py [--repeats 5] [--config configs/digits/lora.yaml] [--json OUT]``.
 Exit status 1 when a command fails (non-zero exit), never because of a missed target (timings are noisy on a

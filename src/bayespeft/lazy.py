@@ -33,7 +33,9 @@ class _LazyPackage(ModuleType):
         super().__setattr__(name, value)
 
 
-def attach(package: str, exports: Mapping[str, Sequence[str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+def attach(
+    package: str, exports: Mapping[str, Sequence[str]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``(__getattr__, __dir__, __all__)`` for ``package`` re-exporting ``exports`` (submodule -> public names)."""
     owner = {name: sub for sub, names in exports.items() for name in names}
     if len(owner) != sum(len(names) for names in exports.values()):

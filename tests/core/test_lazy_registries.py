@@ -51,7 +51,8 @@ def test_name_table_matches_the_registrations(what):
     table = registry.lazy_table()
     assert table, "a registry the CLI lists without imports needs its table of modules"
     import_all(package)  # every registration has run now
-    assert sorted(table) == registry.names(), f"registered but missing from the table: {set(registry.names()) - set(table)}"
+    missing = set(registry.names()) - set(table)
+    assert sorted(table) == registry.names(), f"registered but missing from the table: {missing}"
     for name in registry.names():
         assert module_of(registry.get(name)) == table[name], f"{what} {name!r} is registered by another module"
 

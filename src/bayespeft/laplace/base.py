@@ -1,8 +1,8 @@
 """The curvature-structure interface and registry.
 
 Every structure (``diag.py``, ``kfac.py``, ``lowrank_kfac.py``, ``full.py``) is one file with one class of this
-shape, registered in :data:`STRUCTURES` (:mod:`bayespeft.laplace.registry`); a new structure is one file plus one line in
-that registry's table of modules.
+shape, registered in :data:`STRUCTURES` (:mod:`bayespeft.laplace.registry`); a new structure is one file plus one
+line in that registry's table of modules.
 
 Conventions shared by all structures:
 
