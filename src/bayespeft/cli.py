@@ -249,7 +249,8 @@ def _config(p):
 
 
 #: ``bayespeft list WHAT``: the package that owns each registry and the registry's attribute there (imported only
-#: when listed). The names come from the registries themselves, so a new backbone, sampler, ... is listed at once.
+#: when listed). The names come from the registries themselves; the registries know their built-in names without
+#: importing the modules that register them (``Registry(lazy=...)``), so listing loads no torch.
 REGISTRIES: dict[str, tuple[str, str]] = {
     "models": ("bayespeft.models", "MODELS"),
     "datasets": ("bayespeft.data", "DATASETS"),

@@ -27,4 +27,6 @@ class Example(NamedTuple):
 class Section(BaseModel):
     """A strict, validated config section."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # defer_build: the validators are built on first validation, so `bayespeft config` (which only reads the fields)
+    # does not pay for them
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), defer_build=True)

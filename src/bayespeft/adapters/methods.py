@@ -16,6 +16,10 @@ A LoRA target ``W`` (out x in) computes ``W x + (alpha / r) B A dropout(x)`` wit
 ``B`` (out x r) zero, so the adapted model starts equal to the base (``r (in + out)`` parameters per target). PEFT
 keeps the head / normalisation layers as trainable copies (``ModulesToSaveWrapper`` / ``LNTuningLayer``) beside
 frozen originals, so a saved adapter directory loads with plain ``PeftModel.from_pretrained(base, dir)``.
+
+Importing this module imports neither torch nor PEFT (they are imported by the functions that touch a model), so
+:class:`~bayespeft.adapters.AdapterConfig` checks a method and its options against :data:`ADAPTERS` while a config
+is validated without loading torch.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from ..models.task import TaskModel
 from ..registry import Registry
 from .config import METHOD_OPTIONS, AdapterConfig
-from .modules import check_heads, check_targets, exact_regex, norm_module_names
+
+if TYPE_CHECKING:
+    from ..models.task import TaskModel
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ def register_adapter(name: str, uses_peft: bool, description: str, options: tupl
 def _lora_config(model: TaskModel, cfg: AdapterConfig, heads: list[str], extra_save: list[str]):
     from peft import LoraConfig
 
+    from .modules import check_targets
+
     net = model.backbone
     targets = list(cfg.target_modules or model.default_targets)
     check_targets(net, targets, heads)
@@ -100,6 +106,8 @@ def apply_lora(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
 def apply_normtune(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
     from peft import LNTuningConfig
 
+    from .modules import exact_regex, norm_module_names
+
     norms = norm_module_names(model.backbone, exclude=heads)
     if not norms:
         raise ValueError(f"normtune: {model.name} has no normalisation layers (LayerNorm/RMSNorm/BatchNorm) to tune")
@@ -109,6 +117,8 @@ def apply_normtune(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> No
 
 @register_adapter("hybrid", True, "LoRA + normalisation layers + head", LORA_OPTIONS)
 def apply_hybrid(model: TaskModel, cfg: AdapterConfig, heads: list[str]) -> None:
+    from .modules import norm_module_names
+
     norms = norm_module_names(model.backbone, exclude=heads)
     if not norms:
         raise ValueError(f"hybrid: {model.name} has no normalisation layers (LayerNorm/RMSNorm/BatchNorm) to tune")
@@ -138,6 +148,9 @@ def apply_adapter(model: TaskModel, cfg: AdapterConfig) -> TaskModel:
     Raises ValueError for an unknown method (listing the known ones), a target module that does not exist
     (listing candidate layer names), a model that already has an adapter, or a method the model cannot take.
     """
+    from ..models.task import TaskModel
+    from .modules import check_heads
+
     if not isinstance(model, TaskModel):
         raise TypeError(f"apply_adapter needs a bayespeft TaskModel (from build_model), got {type(model).__name__}")
     if getattr(model, "adapter_method", None) is not None:

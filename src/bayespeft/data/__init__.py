@@ -10,16 +10,24 @@ Registered names: ``digits`` (scikit-learn, bundled), ``cifar10``, ``cifar100``,
 
 from __future__ import annotations
 
-from ..inputs import InputSpec
-from . import arc, cifar, digits, glue  # noqa: F401  (register the datasets)
-from .base import DATASETS, DataBundle, DatasetInfo, Loaders, register_dataset, split_indices, subsample
-from .collate import Collator, ensure_pad_token
-from .config import DataConfig
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DATASETS", "Collator", "DataBundle", "DataConfig", "DatasetInfo", "Loaders", "build_data", "dataset_info",
-    "ensure_pad_token", "list_datasets", "register_dataset", "split_indices", "subsample",
-]
+from ..lazy import attach
+from .registry import DATASETS
+
+if TYPE_CHECKING:
+    from ..inputs import InputSpec
+    from .base import DataBundle, DatasetInfo
+    from .config import DataConfig
+
+# public name -> defining submodule, imported on first access (PEP 562): `import bayespeft.data` loads no torch;
+# DATASETS imports a dataset's module when that dataset is first looked up
+__getattr__, __dir__, _exported = attach(__name__, {
+    "base": ["DataBundle", "DatasetInfo", "Loaders", "register_dataset", "split_indices", "subsample"],
+    "collate": ["Collator", "ensure_pad_token"],
+    "config": ["DataConfig"],
+})
+__all__ = sorted([*_exported, "DATASETS", "build_data", "dataset_info", "list_datasets"])
 
 
 def list_datasets() -> list[str]:

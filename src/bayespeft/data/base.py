@@ -12,7 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from ..registry import Registry
+from .registry import DATASETS  # noqa: F401  (re-exported: the registry lives in a torch-free module)
 
 #: Loaders report dropped and truncated rows here as WARNINGs (the CLI prints them as ``warning: ...`` on stderr).
 log = logging.getLogger("bayespeft.data")
@@ -41,8 +41,6 @@ class DatasetEntry:
     build: Callable[[DataConfig, InputSpec], DataBundle]
 
 
-#: name -> :class:`DatasetEntry`; filled by the dataset modules (digits, cifar, glue, arc).
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def register_dataset(name: str, info: DatasetInfo) -> Callable:

@@ -79,10 +79,9 @@ class DataConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_name(cls, v: str) -> str:
-        from .base import DATASETS  # registry filled by bayespeft.data's imports
+        from .registry import DATASETS
 
-        if len(DATASETS) and v not in DATASETS:
-            DATASETS.get(v)  # raises UnknownNameError listing the known datasets
+        DATASETS.check(v)  # raises UnknownNameError listing the known datasets (imports no dataset module)
         return v
 
     @model_validator(mode="after")

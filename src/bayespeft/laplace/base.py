@@ -1,7 +1,8 @@
 """The curvature-structure interface and registry.
 
 Every structure (``diag.py``, ``kfac.py``, ``lowrank_kfac.py``, ``full.py``) is one file with one class of this
-shape, registered in :data:`STRUCTURES`; a new structure is one file plus one import line in ``__init__``.
+shape, registered in :data:`STRUCTURES` (:mod:`bayespeft.laplace.registry`); a new structure is one file plus one
+line in that registry's table of modules.
 
 Conventions shared by all structures:
 
@@ -25,9 +26,7 @@ from torch import nn
 
 from bayespeft.laplace.capture import ForwardFn, cotangents, per_example_grads
 from bayespeft.laplace.subset import group_names, live_parameters, owner_module_name
-from bayespeft.registry import Registry
-
-STRUCTURES: Registry[type[Structure]] = Registry("Laplace structure")
+from bayespeft.laplace.registry import STRUCTURES  # noqa: F401  (re-exported: the registry is torch-free)
 
 CotangentFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bayespeft.laplace.base import STRUCTURES
+from bayespeft.laplace.registry import STRUCTURES
 from bayespeft.section import Section
 
 
@@ -40,7 +40,7 @@ class LaplaceConfig(Section):
     @field_validator("structure")
     @classmethod
     def _known_structure(cls, v: str) -> str:
-        STRUCTURES.get(v)  # raises UnknownNameError listing the valid names
+        STRUCTURES.check(v)  # raises UnknownNameError listing the valid names (imports no structure module)
         return v
 
     @field_validator("prior_precision")
@@ -77,7 +77,7 @@ class LayerwiseConfig(Section):
     @field_validator("structure")
     @classmethod
     def _known_structure(cls, v: str) -> str:
-        STRUCTURES.get(v)
+        STRUCTURES.check(v)
         return v
 
     @field_validator("prior", mode="before")

@@ -64,7 +64,7 @@ class ModelConfig(Section):
     def _known_name(cls, v: str) -> str:
         from .registry import MODELS
 
-        MODELS.get(v)  # raises UnknownNameError listing the known names
+        MODELS.check(v)  # raises UnknownNameError listing the known names (imports no backbone module)
         return v
 
     @field_validator("pretrained")
@@ -73,7 +73,7 @@ class ModelConfig(Section):
         if isinstance(v, str):
             from .sources import WEIGHT_SOURCES
 
-            WEIGHT_SOURCES.get(v)  # raises UnknownNameError listing the sources (and the closest name)
+            WEIGHT_SOURCES.check(v)  # raises UnknownNameError listing the sources (and the closest name)
         return v
 
     @model_validator(mode="after")

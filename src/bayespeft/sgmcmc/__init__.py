@@ -11,18 +11,17 @@ Langevin step ``θ ← θ + ε ∇log_prob(θ) + sqrt(2 ε T) ξ`` with ``ε = l
 
 from __future__ import annotations
 
-from . import asgld, psgld, sam_sgld, sam_sgld_r1, sghmc, sgld  # noqa: F401  (each registers its build in SAMPLERS)
-from .base import LogProb, Sampler, SGMCMCState
-from .config import SamplerConfig
-from .model import load_params, model_log_prob, trainable_params
-from .predict import ensemble_predict, predict_sample
-from .registry import SAMPLERS, build, sampler_options
-from .runner import ChainReport, ChainsResult, run_chains
-from .schedules import SCHEDULES, Constant, Cyclical, Polynomial, Schedule, build_schedule
-from .store import SampleStore
+from ..lazy import attach
 
-__all__ = [
-    "SAMPLERS", "SCHEDULES", "build", "sampler_options", "LogProb", "Sampler", "SGMCMCState", "Schedule", "Constant",
-    "Polynomial", "Cyclical", "build_schedule", "SamplerConfig", "model_log_prob", "trainable_params", "load_params",
-    "ensemble_predict", "predict_sample", "run_chains", "ChainsResult", "ChainReport", "SampleStore",
-]
+# public name -> defining submodule, imported on first access (PEP 562): `import bayespeft.sgmcmc` loads no torch;
+# SAMPLERS imports a sampler's module when that sampler is first looked up
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "base": ["LogProb", "Sampler", "SGMCMCState"],
+    "config": ["SamplerConfig"],
+    "model": ["load_params", "model_log_prob", "trainable_params"],
+    "predict": ["ensemble_predict", "predict_sample"],
+    "registry": ["SAMPLERS", "build", "sampler_options"],
+    "runner": ["ChainReport", "ChainsResult", "run_chains"],
+    "schedules": ["SCHEDULES", "Constant", "Cyclical", "Polynomial", "Schedule", "build_schedule"],
+    "store": ["SampleStore"],
+})

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, make_sampler, value_and_grad)
+from .base import LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler, value_and_grad
+from .options import asgld_options
 from .registry import SAMPLERS
 from .schedules import Schedule
 
@@ -40,10 +40,7 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
           beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Sampler:
     """aSGLD sampler. ``a >= 0``: bias factor of the adaptive drift; ``beta1, beta2`` in [0, 1); ``eps``: λ > 0."""
     schedule = common_checks(lr, temperature)
-    check_positive("a", a, allow_zero=True)
-    check_unit_interval("beta1", beta1)
-    check_unit_interval("beta2", beta2)
-    check_positive("eps", eps)
+    asgld_options(a, beta1, beta2, eps)
     return make_sampler("asgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
                         a=a, beta1=beta1, beta2=beta2, eps=eps)
 

@@ -18,7 +18,6 @@ returns the same state object. ``init`` clones ``theta0``, so the caller's tenso
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .options import check_positive, check_unit_interval  # noqa: F401  (torch-free; re-exported)
 from .schedules import Schedule, as_schedule
 
 LogProb = Callable[[Any, Any], Tensor]
@@ -80,23 +80,6 @@ def make_sampler(name: str, init: Callable[..., Any], step: Callable[..., Any], 
     """
     return Sampler(name, partial(init_with_seed, init, seed),
                    partial(step, log_prob=log_prob, schedule=schedule, **hyperparameters), dict(hyperparameters), schedule)
-
-
-def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_unit_interval(name: str, value: float, closed_low: bool = True, closed_high: bool = False) -> float:
-    lo_ok = value >= 0 if closed_low else value > 0
-    hi_ok = value <= 1 if closed_high else value < 1
-    if not isinstance(value, (int, float)) or not (lo_ok and hi_ok):
-        lo, hi = ("[" if closed_low else "("), ("]" if closed_high else ")")
-        raise ValueError(f"{name} must lie in {lo}0, 1{hi}, got {value!r}")
-    return float(value)
 
 
 def common_checks(lr: float | Schedule, temperature: float) -> Schedule:

@@ -67,7 +67,7 @@ class SamplerConfig(Section):
     def _sampler_known(cls, v: str) -> str:
         from .registry import SAMPLERS
 
-        SAMPLERS.get(v)  # raises UnknownNameError (a ValueError) listing the valid samplers
+        SAMPLERS.check(v)  # raises UnknownNameError (a ValueError) listing the valid samplers; imports no sampler
         return v
 
     @field_validator("lr")
@@ -134,16 +134,21 @@ class SamplerConfig(Section):
             raise ValueError(f"need 1 <= rhat_strict <= rhat_lenient, got {self.rhat_strict}, {self.rhat_lenient}")
         if self.min_ess_per_chain <= 0:
             raise ValueError(f"min_ess_per_chain must be > 0, got {self.min_ess_per_chain}")
-        from .registry import build
-        from .vectorized import VECTORIZABLE
+        from .options import OPTION_CHECKS, VECTORIZABLE, check_options
 
         if self.vectorize_chains is True and self.sampler not in VECTORIZABLE:
             raise ValueError(f"vectorize_chains: true needs an elementwise sampler ({', '.join(sorted(VECTORIZABLE))}); "
                              f"{self.sampler!r} uses one global gradient norm per chain. Set vectorize_chains to "
                              "'auto' or false")
 
-        # validates option names (listing the allowed ones) and their values with the sampler's own checks
-        build(self.sampler, _never_called, lr=self.lr, temperature=self.temperature, seed=self.seed, **self.options)
+        # option names (listing the allowed ones) and values, by the checks each sampler's build runs: for a built-in
+        # sampler without importing it (or torch); a sampler registered by the user is built once to check them
+        if self.sampler in OPTION_CHECKS:
+            check_options(self.sampler, self.options)
+        else:
+            from .registry import build
+
+            build(self.sampler, _never_called, lr=self.lr, temperature=self.temperature, seed=self.seed, **self.options)
         return self
 
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, make_sampler, value_and_grad)
+from .base import LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler, value_and_grad
+from .options import psgld_options
 from .registry import SAMPLERS
 from .schedules import Schedule
 
@@ -37,8 +37,7 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
           eps: float = 1e-8) -> Sampler:
     """pSGLD sampler. ``alpha``: RMSprop decay in [0, 1); ``eps``: λ > 0 in ``G = 1/(λ + sqrt(V))``."""
     schedule = common_checks(lr, temperature)
-    check_unit_interval("alpha", alpha)
-    check_positive("eps", eps)
+    psgld_options(alpha, eps)
     return make_sampler("psgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
                         alpha=alpha, eps=eps)
 

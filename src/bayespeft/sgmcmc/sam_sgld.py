@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, make_sampler,
+from .base import (LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler,
                    sam_point, value_and_grad)
+from .options import sam_sgld_options
 from .registry import SAMPLERS
 from .schedules import Schedule
 
@@ -36,7 +37,7 @@ from .schedules import Schedule
 def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, seed: int = 0, rho: float = 0.05) -> Sampler:
     """SAM-SGLD sampler. ``rho >= 0``: SAM radius in parameter units (ρ = 0 is SGLD at twice the cost)."""
     schedule = common_checks(lr, temperature)
-    check_positive("rho", rho, allow_zero=True)
+    sam_sgld_options(rho)
     return make_sampler("sam_sgld", init, step, log_prob=log_prob, schedule=schedule, seed=seed,
                         temperature=temperature, rho=rho)
 

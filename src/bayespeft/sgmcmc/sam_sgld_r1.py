@@ -35,8 +35,9 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, common_checks, draw_noise, init_state, make_sampler,
+from .base import (LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler,
                    sam_point, value_and_grad)
+from .options import sam_sgld_r1_options
 from .registry import SAMPLERS
 from .schedules import Schedule
 
@@ -46,8 +47,7 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
           rank1_scale: float = 1.0) -> Sampler:
     """SAM-SGLD-r1 sampler. ``rho >= 0``: SAM radius; ``rank1_scale`` s >= 0: std of the extra noise along u."""
     schedule = common_checks(lr, temperature)
-    check_positive("rho", rho, allow_zero=True)
-    check_positive("rank1_scale", rank1_scale, allow_zero=True)
+    sam_sgld_r1_options(rho, rank1_scale)
     return make_sampler("sam_sgld_r1", init, step, log_prob=log_prob, schedule=schedule, seed=seed,
                         temperature=temperature, rho=rho, rank1_scale=rank1_scale)
 

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import (LogProb, Sampler, SGMCMCState, check_positive, check_unit_interval, common_checks, draw_noise,
-                   init_state, make_sampler, value_and_grad)
+from .base import LogProb, Sampler, SGMCMCState, common_checks, draw_noise, init_state, make_sampler, value_and_grad
+from .options import sghmc_options
 from .registry import SAMPLERS
 from .schedules import Schedule
 
@@ -36,11 +36,7 @@ def build(log_prob: LogProb, lr: float | Schedule, temperature: float = 1.0, see
           noise_estimate: float = 0.0) -> Sampler:
     """SGHMC sampler. ``friction`` α in (0, 1]; ``noise_estimate`` β̂ in [0, α)."""
     schedule = common_checks(lr, temperature)
-    check_unit_interval("friction", friction, closed_low=False, closed_high=True)
-    check_positive("noise_estimate", noise_estimate, allow_zero=True)
-    if noise_estimate >= friction:
-        raise ValueError(f"noise_estimate (β̂={noise_estimate}) must be smaller than friction (α={friction}): "
-                         "the injected noise variance 2(α - β̂)εT must be positive")
+    sghmc_options(friction, noise_estimate)
     return make_sampler("sghmc", init, step, log_prob=log_prob, schedule=schedule, seed=seed, temperature=temperature,
                         friction=friction, noise_estimate=noise_estimate)
 

@@ -42,12 +42,10 @@ from torch.func import grad_and_value, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .base import Sampler, SGMCMCState
+from .options import VECTORIZABLE  # elementwise samplers (torch-free: configs check it)
 from .resume import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
-
-#: samplers whose update is elementwise given the gradient (chains can share one batched gradient call)
-VECTORIZABLE = frozenset({"sgld", "psgld", "asgld", "sghmc"})
 
 
 def sequential_reason(setting: bool | str, sampler: str, n_chains: int, resume: bool) -> str | None:

@@ -3,21 +3,13 @@
 See :mod:`.loop` for the objective, schedule, early stopping, exact resumption and divergence handling.
 """
 
-from .checkpoint import load_weights, save_weights, trainable_state
-from .config import TrainConfig
-from .loop import fit
-from .predict import evaluate, predict_probs
-from .result import EpochRecord, TrainingDivergedError, TrainResult
+from ..lazy import attach
 
-__all__ = [
-    "EpochRecord",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDivergedError",
-    "evaluate",
-    "fit",
-    "load_weights",
-    "predict_probs",
-    "save_weights",
-    "trainable_state",
-]
+# public name -> defining submodule, imported on first access (PEP 562): `import bayespeft.train` loads no torch
+__getattr__, __dir__, __all__ = attach(__name__, {
+    "checkpoint": ["load_weights", "save_weights", "trainable_state"],
+    "config": ["TrainConfig"],
+    "loop": ["fit"],
+    "predict": ["evaluate", "predict_probs"],
+    "result": ["EpochRecord", "TrainingDivergedError", "TrainResult"],
+})
