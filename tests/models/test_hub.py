@@ -211,3 +211,15 @@ def test_missing_model_is_one_line_and_exit_2_from_the_cli(tmp_path, hub_cache, 
     assert main(["train", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "'roberta-base'" in err and str(hub_cache) in err
+
+
+def test_doctor_looks_for_timm_weights_under_timms_own_hub_id(tmp_path, hub_cache, monkeypatch):
+    from bayespeft.experiments import doctor
+
+    monkeypatch.setattr(doctor, "hf_cache_dir", lambda: hub_cache)
+    conf = tmp_path / "config.json"
+    conf.write_text("{}")
+    put_in_cache(hub_cache, TIMM_ID, {"config.json": conf})
+    finding = next(c.finding for c in doctor.weights_checks() if c.what == "pretrained weights")
+    cached = finding.split("in the local hub cache: ")[1].split(";")[0]
+    assert cached == "vit_tiny_patch16_224"
