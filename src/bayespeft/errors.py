@@ -25,5 +25,10 @@ class DataError(BayesPeftError, ValueError):
     """Dataset files that cannot be fetched, verified or read (the message names the file and what to do)."""
 
 
+class HubError(BayesPeftError, FileNotFoundError):
+    """Pretrained weights or a dataset that are not on this machine and could not be fetched from the Hugging Face
+    hub now (offline, no network, unknown or gated id); the message names the hub id and the cache directory."""
+
+
 # ConfigError and UnknownNameError derive from ValueError; missing files raise FileNotFoundError.
 USER_ERRORS: tuple[type[BaseException], ...] = (BayesPeftError, FileNotFoundError, NotADirectoryError, ValueError, KeyError)

@@ -21,7 +21,15 @@ class DataConfig(Section):
         "digits",
         description="dataset registry name: digits (scikit-learn, bundled), cifar10, cifar100, mrpc, arc_easy, arc_challenge",
     )
-    root: str = Field("data", description="directory holding the dataset files (see each dataset's docstring for the layout)")
+    root: str = Field(
+        "data",
+        description=(
+            "directory holding the dataset files (see each dataset's docstring for the layout); mrpc and "
+            "arc_easy/arc_challenge load from the Hugging Face hub through `datasets` (nyu-mll/glue, allenai/ai2_arc; "
+            "cached after the first download, HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1: cache only) when it holds "
+            "none of their files"
+        ),
+    )
     download: bool = Field(False, description="download missing files where the dataset supports it (CIFAR via torchvision)")
     verify_checksums: bool = Field(
         True,

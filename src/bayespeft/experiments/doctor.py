@@ -219,6 +219,9 @@ def dataset_checks(data_root: Path) -> Iterator[Check]:
     msg = f"under {data_root}: present {', '.join(present) or 'none'}; absent {', '.join(absent) or 'none'}"
     if unknown:
         msg += f"; not checked {', '.join(unknown)}"
+    hub = [n for n in absent if n in ("mrpc", "arc_easy", "arc_challenge")]
+    if hub:
+        msg += f" ({', '.join(hub)}: loaded from the Hugging Face hub through `datasets` when absent)"
     yield Check("OK", "datasets", msg)
 
 
@@ -227,17 +230,21 @@ def weights_checks() -> Iterator[Check]:
 
     from ..assets import find_minilm_dir
     from ..models import MODELS
+    from ..models.vision import timm_hub_id
 
     present, absent = [], []
     for name in MODELS.names():
         entry = MODELS.get(name)
         if not entry.hub_id:
             continue
-        cached = try_to_load_from_cache(entry.hub_id, "config.json", cache_dir=str(hf_cache_dir()))
+        hub_id = (timm_hub_id(name) or entry.hub_id) if entry.family == "timm" else entry.hub_id  # timm's tagged repo
+        repo, _, revision = hub_id.partition("@")
+        cached = try_to_load_from_cache(repo, "config.json", cache_dir=str(hf_cache_dir()), revision=revision or None)
         (present if isinstance(cached, str) else absent).append(name)
     yield Check("OK", "pretrained weights", f"in the local hub cache: {', '.join(present) or 'none'}; not cached: "
-                f"{', '.join(absent) or 'none'} (needed only by configs using them; fetch while online with "
-                "`huggingface-cli download HUB_ID`, or set model.path to a local directory)")
+                f"{', '.join(absent) or 'none'} (downloaded on first use when online; offline -- HF_HUB_OFFLINE=1 or "
+                "model.offline: true -- only the cache is read: `hf download HUB_ID` on a connected machine, or "
+                "model.path)")
     try:
         yield Check("OK", "MiniLM (packaged)", str(find_minilm_dir()))
     except FileNotFoundError:

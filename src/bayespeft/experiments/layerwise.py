@@ -46,7 +46,7 @@ from ..errors import RunError
 from ..laplace import LayerwiseConfig, discover_groups, layerwise_study, select_groups
 from ..table import format_table
 from .records import check_output_dir
-from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, split_loaders
+from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, model_key, split_loaders
 
 RESULTS = "layer_wise_results.json"
 ARRAYS = "per_example.safetensors"
@@ -84,7 +84,7 @@ def fingerprint(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig) -> dic
     """What determines the numbers of a layer-wise run: checkpoint weights, model/adapter/data, seeds, settings."""
     return {
         "checkpoint_sha256": built.checkpoint,
-        "model": cfg.model.model_dump(mode="json"),
+        "model": model_key(cfg),
         "adapter": {k: v for k, v in cfg.adapter.model_dump(mode="json").items() if k != "dropout"},
         "data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in DATA_KEY_IGNORES},
         "train_seed": cfg.train.seed,

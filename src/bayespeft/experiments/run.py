@@ -45,6 +45,13 @@ ROWS = "rows.csv"
 #: Data settings that cannot change a test metric (file locations, training-only loader settings): left out of the
 #: result key.
 DATA_KEY_IGNORES = frozenset({"root", "download", "verify_checksums", "batch_size", "eval_batch_size", "num_workers", "augment"})
+#: Model settings that cannot change a result (whether missing weights may be downloaded): left out of the result key.
+MODEL_KEY_IGNORES = frozenset({"offline"})
+
+
+def model_key(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The model section as it enters result keys (without :data:`MODEL_KEY_IGNORES`)."""
+    return {k: v for k, v in cfg.model.model_dump(mode="json").items() if k not in MODEL_KEY_IGNORES}
 
 
 @dataclass
@@ -163,7 +170,7 @@ def result_key(cfg: ExperimentConfig, built: Built, run_dir: Path, posterior: st
     own = settings is None or built.checkpoint is None
     src = {
         "checkpoint": built.checkpoint, "run": str(run_dir.resolve()) if own else None,
-        "model": cfg.model.model_dump(mode="json"),
+        "model": model_key(cfg),
         "adapter": {k: v for k, v in cfg.adapter.model_dump(mode="json").items() if k != "dropout"},
         "data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in DATA_KEY_IGNORES},
         "posterior": posterior, "settings": settings, "split": split,

@@ -297,7 +297,7 @@ def _sample_into(cfg: ExperimentConfig, built: Built, run_dir: Path, metrics: di
 
 
 #: config keys that do not change what a run computes (a resume may differ in them)
-RESUME_IGNORED = ("train.progress",)
+RESUME_IGNORED = ("train.progress", "model.offline")
 
 
 def config_differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:

@@ -25,7 +25,7 @@ from .run import Built, build, check_outputs, checkpoint_id, evaluate_map, finis
 #: found. Everything else must equal the run's ``config.yaml``.
 RESUME_MAY_DIFFER = (
     "name", "output.", "laplace", "layerwise", "sgmcmc", "train.progress", "train.checkpoint_every_epoch", "train.device",
-    "data.root", "data.download", "data.verify_checksums", "data.num_workers",
+    "model.offline", "data.root", "data.download", "data.verify_checksums", "data.num_workers",
 )
 
 

@@ -21,7 +21,8 @@ class ModelConfig(Section):
     pretrained: bool | str | None = Field(
         None,
         description=(
-            "load pretrained weights (from `path`, else the local Hugging Face hub cache). null = the backbone's "
+            "load pretrained weights (from `path`, else the backbone's Hugging Face hub id: downloaded into the hub "
+            "cache on first use, read from the cache after; see `offline`). null = the backbone's "
             "default: pretrained for timm/Hugging Face backbones, random init for micro_vit/resnet18_cifar/wrn28_10 "
             "(which have no published weights; give `path` to a .safetensors state dict to load your own). A name "
             "picks a registered weights source, made and cached on first use: quickstart-upstream = the quickstart's "
@@ -58,6 +59,15 @@ class ModelConfig(Section):
         ],
     )
     dtype: Dtype = Field("float32", description="parameter dtype of the backbone: float32, bfloat16 or float16")
+    offline: bool = Field(
+        False,
+        description=(
+            "never download: pretrained weights, tokenizer and image processor named by a hub id are read only from "
+            "the Hugging Face hub cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), and a "
+            "model missing there is an error naming the id and the cache. The environment variable HF_HUB_OFFLINE=1 "
+            "does the same for every run. Does not change results (not part of run or result keys)"
+        ),
+    )
 
     @field_validator("name")
     @classmethod

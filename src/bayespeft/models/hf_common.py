@@ -1,7 +1,9 @@
-"""Shared Hugging Face plumbing: offline weight/config/tokenizer loading with clear errors.
+"""Shared Hugging Face plumbing: weight/config/tokenizer loading with clear errors.
 
-Everything is loaded with ``local_files_only=True``: from ``cfg.path`` (a local model directory) or, for names with a
-hub id (``roberta-base``, ``bert-base-uncased``, ``phi-2``), from the local hub cache. Nothing is downloaded.
+``cfg.path`` (a local model directory) is read with ``local_files_only=True``. A name with a hub id
+(``roberta-base``, ``bert-base-uncased``, ``phi-2`` = ``microsoft/phi-2``) is loaded by ``from_pretrained(hub_id)``:
+downloaded into the Hugging Face hub cache when missing, or, offline (``HF_HUB_OFFLINE=1`` / ``model.offline:
+true``), read from that cache only -- see :mod:`bayespeft.models.hub`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from .config import ModelConfig
+from .hub import local_only, offline_reason, unavailable
 from .registry import ModelEntry
 
 
@@ -23,7 +26,7 @@ def local_dir(path: str, what: str) -> str:
 
 
 def weights_source(cfg: ModelConfig, entry: ModelEntry) -> str:
-    """``cfg.path`` (must be a directory) or the registered hub id (resolved in the local cache)."""
+    """``cfg.path`` (must be a directory) or the registered hub id (downloaded or read from the hub cache)."""
     if cfg.path:
         return local_dir(cfg.path, "model.path")
     if entry.hub_id:
@@ -31,8 +34,24 @@ def weights_source(cfg: ModelConfig, entry: ModelEntry) -> str:
     raise ValueError(f"model {cfg.name!r} needs model.path (a local Hugging Face model directory) to load pretrained weights")
 
 
+def hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """``local_files_only=True`` for ``cfg.path`` and offline hub ids; nothing online (the library downloads)."""
+    return local_only(bool(cfg.path) or offline_reason(cfg) is not None)
+
+
+def load_error(cfg: ModelConfig, src: str, what: str, e: Exception, fix: str) -> Exception:
+    """The error for ``what`` (weights, tokenizer) of ``cfg`` that ``from_pretrained(src)`` could not load: about
+    the directory for ``cfg.path``; for a hub id, a :class:`~bayespeft.errors.HubError` naming id and cache when
+    the files are missing (an ``OSError``: not cached offline, or not downloadable), else about the cached files."""
+    if cfg.path:
+        return CheckpointError(f"could not load {cfg.name!r} from {src}: {e}. {fix}")
+    if isinstance(e, OSError):
+        return unavailable(cfg.name, src, offline_reason(cfg), e)
+    return CheckpointError(f"could not load {cfg.name!r} {what} {src!r} from the Hugging Face cache: {e}. {fix}")
+
+
 def from_pretrained(auto_cls: Any, cfg: ModelConfig, entry: ModelEntry, head_modules: tuple[str, ...], **kw: Any):
-    """``auto_cls.from_pretrained`` offline; warn about freshly initialised tensors outside the head.
+    """``auto_cls.from_pretrained`` (see :func:`hub_kwargs`); warn about freshly initialised tensors outside the head.
 
     ``ignore_mismatched_sizes=True`` lets a checkpoint with another number of labels load (its head is replaced);
     any *other* mismatched tensor is an error, because it would be silently re-initialised.
@@ -40,15 +59,11 @@ def from_pretrained(auto_cls: Any, cfg: ModelConfig, entry: ModelEntry, head_mod
     src = weights_source(cfg, entry)
     try:
         model, info = auto_cls.from_pretrained(
-            src, local_files_only=True, ignore_mismatched_sizes=True, output_loading_info=True, **kw
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **hub_kwargs(cfg), **kw
         )
     except Exception as e:  # transformers/safetensors raise many types for missing or corrupt files
-        where = src if cfg.path else f"the local Hugging Face hub cache ({src})"
-        err = CheckpointError if cfg.path else FileNotFoundError
-        raise err(
-            f"could not load {cfg.name!r} from {where}: {e}. Give model.path (a local model directory with "
-            "config.json and weights) or set model.pretrained: false with model.overrides to build from a config"
-        ) from e
+        raise load_error(cfg, src, "weights", e, "Give model.path (a local model directory with config.json and "
+                         "weights) or set model.pretrained: false with model.overrides to build from a config") from e
 
     def in_head(key: str) -> bool:
         return any(key == h or key.startswith(h + ".") for h in head_modules)
@@ -96,7 +111,7 @@ def config_from(cfg: ModelConfig, default_cls: Any | None, **fixed: Any):
 
 
 def load_tokenizer(cfg: ModelConfig, entry: ModelEntry, tokenizer: Any = None):
-    """The tokenizer: the ``tokenizer`` argument, else ``cfg.tokenizer``, ``cfg.path``, the hub id (local cache).
+    """The tokenizer: the ``tokenizer`` argument, else ``cfg.tokenizer``, ``cfg.path``, the hub id (see :func:`hub_kwargs`).
 
     A missing pad token is set to the EOS token; padding is on the right (the batch convention).
     """
@@ -114,10 +129,12 @@ def load_tokenizer(cfg: ModelConfig, entry: ModelEntry, tokenizer: Any = None):
                 "with tokenizer files"
             )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(src, **hub_kwargs(cfg))
         except (OSError, ValueError) as e:
+            if not (cfg.tokenizer or cfg.path):
+                raise load_error(cfg, src, "tokenizer", e, "Set model.tokenizer to a local tokenizer directory") from e
             raise FileNotFoundError(
-                f"could not load a tokenizer for {cfg.name!r} from {src} (offline): {e}. Set model.tokenizer (or "
+                f"could not load a tokenizer for {cfg.name!r} from {src}: {e}. Set model.tokenizer (or "
                 "model.path) to a local directory with the tokenizer files"
             ) from e
     if tokenizer.pad_token is None:

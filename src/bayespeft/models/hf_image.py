@@ -1,6 +1,7 @@
 """transformers image classifiers: ``hf_vit`` (ViT) and ``hf_deit`` (DeiT, without the distillation token head).
 
-Pretrained: ``AutoModelForImageClassification.from_pretrained(path)`` with a new ``classifier`` of ``num_classes``
+Pretrained: ``AutoModelForImageClassification.from_pretrained(path or hub id)`` (a hub id is downloaded into the hub
+cache when missing unless offline, see :mod:`bayespeft.models.hub`) with a new ``classifier`` of ``num_classes``
 outputs; input normalisation from the directory's image processor. From config (``pretrained: false``): a
 ``ViTConfig``/``DeiTConfig`` with ``overrides`` and ImageNet mean/std. ``image_size`` different from the checkpoint's
 resolution is handled by interpolating the position embeddings at call time (``interpolate_pos_encoding=True``),
@@ -14,7 +15,7 @@ from typing import Any
 
 from ..inputs import InputSpec
 from .config import ModelConfig
-from .hf_common import from_pretrained, config_from
+from .hf_common import config_from, from_pretrained, hub_kwargs
 from .registry import MODELS, register_model
 from .targets import attention_targets
 from .task import ImageClassifier
@@ -23,11 +24,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _processor_stats(path: str, fallback_size: int, chans: int) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+def _processor_stats(cfg: ModelConfig, path: str, fallback_size: int, chans: int) -> tuple[tuple[float, ...], tuple[float, ...], int]:
     from transformers import AutoImageProcessor
 
     try:
-        proc = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        proc = AutoImageProcessor.from_pretrained(path, **hub_kwargs(cfg))
     except (OSError, ValueError) as e:
         warnings.warn(f"no image processor in {path} ({e}); using ImageNet mean/std", stacklevel=3)
         return IMAGENET_MEAN[:chans], IMAGENET_STD[:chans], fallback_size
@@ -48,7 +49,7 @@ def _hf_image_builder(config_cls_name: str, model_cls_name: str):
         if pretrained:
             model = from_pretrained(transformers.AutoModelForImageClassification, cfg, entry, ("classifier",), num_labels=num_classes)
             chans = int(getattr(model.config, "num_channels", 3))
-            mean, std, native = _processor_stats(cfg.path or entry.hub_id, int(model.config.image_size), chans)
+            mean, std, native = _processor_stats(cfg, cfg.path or entry.hub_id, int(model.config.image_size), chans)
         else:
             fixed = {"num_labels": num_classes}
             if cfg.image_size is not None:

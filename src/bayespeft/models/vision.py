@@ -2,9 +2,12 @@
 
 Pretrained weights come from ``cfg.path`` -- a weights file (``.safetensors``/``.bin``/``.pth``; ``.npz`` for the
 original JAX checkpoints) or a timm hub directory (``config.json`` + ``model.safetensors``) -- via timm's
-``pretrained_cfg_overlay``, otherwise from the local Hugging Face hub cache (no download with ``HF_HUB_OFFLINE=1``).
-timm drops the 1000-class ImageNet head when ``num_classes`` differs and initialises a new ``head``; with
-``image_size`` the position embeddings are resampled (``img_size=`` argument of timm's ViT).
+``pretrained_cfg_overlay``; otherwise from timm's hub id for the architecture (e.g.
+``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``): ``timm.create_model(pretrained=True)`` downloads it into the
+Hugging Face hub cache when missing, or, offline (``HF_HUB_OFFLINE=1`` / ``model.offline: true``), the weights file is
+taken from that cache only (:mod:`bayespeft.models.hub`). timm drops the 1000-class ImageNet head when
+``num_classes`` differs and initialises a new ``head``; with ``image_size`` the position embeddings are resampled
+(``img_size=`` argument of timm's ViT).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from ..errors import CheckpointError
 from ..inputs import InputSpec
 from .config import ModelConfig
+from .hub import cached_weights_file, offline_reason, unavailable
 from .registry import register_model
 from .targets import attention_targets
 from .task import ImageClassifier
@@ -40,24 +44,43 @@ def _overlay(path: str) -> dict[str, Any]:
     return {"source": "", "file": str(p), "custom_load": p.suffix == ".npz"}
 
 
+#: Weights files timm reads from a hub repo, in its order of preference.
+TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def timm_hub_id(arch: str) -> str | None:
+    """The Hugging Face hub id timm loads ``arch``'s default pretrained weights from (None: not on the hub)."""
+    import timm
+
+    return timm.models.get_pretrained_cfg(arch).hf_hub_id
+
+
 def _create_timm(arch: str, name: str, cfg: ModelConfig, num_classes: int, pretrained: bool, **extra: Any):
     import timm
 
     kwargs = {**extra, **cfg.overrides}
     if cfg.image_size is not None:
         kwargs["img_size"] = cfg.image_size
+    hub_id, reason = None, None
     if pretrained and cfg.path:
         kwargs["pretrained_cfg_overlay"] = _overlay(cfg.path)
+    elif pretrained:
+        hub_id, reason = timm_hub_id(arch), offline_reason(cfg)
+        if hub_id and reason:  # offline: the cached file, handed to timm as a local file
+            first = timm.models.get_pretrained_cfg(arch).hf_hub_filename
+            files = tuple(f for f in dict.fromkeys((first, *TIMM_HUB_FILES)) if f)
+            kwargs["pretrained_cfg_overlay"] = _overlay(cached_weights_file(name, hub_id, files, reason))
     try:
         return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise ValueError(f"model.overrides {sorted(cfg.overrides)} not accepted by timm {arch}: {e}") from e
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
+    except Exception as e:  # timm and huggingface_hub raise many types for missing, unreachable or corrupt files
         if not pretrained:
             raise
-        source = cfg.path or "the local Hugging Face hub cache"
-        err = CheckpointError if cfg.path else FileNotFoundError
-        raise err(
+        if hub_id and not reason and isinstance(e, OSError):  # the download failed
+            raise unavailable(name, hub_id, None, e) from e
+        source = cfg.path or f"the Hugging Face cache ({hub_id})"
+        raise CheckpointError(
             f"could not load pretrained weights for {name} from {source} ({type(e).__name__}: {e}). Give model.path "
             "(a timm weights file or hub directory) or set model.pretrained: false for random init"
         ) from e

@@ -11,7 +11,8 @@ For every combination of axis values (in the order written, the last axis varyin
    into its section (``laplace`` / ``sgmcmc``).
 
 The run id is the first 12 hex digits of the SHA-256 of the canonical JSON of the resolved config (without the
-``output`` section and ``train.progress``, which the sweep sets) and the stages: an edited sweep file keeps the ids
+``output`` section and ``train.progress``, which the sweep sets, and ``model.offline``, which changes no result) and
+the stages: an edited sweep file keeps the ids
 of the runs it does not change. Combinations that resolve to the same config (an axis a method does not read, a case
 overriding an axis) are one run.
 
@@ -37,7 +38,7 @@ from .keys import MISSING, del_key, get_key, same_value, set_key, value_of
 from .spec import STAGE_SECTION, Case, Stage, SweepError, SweepSpec
 
 #: config keys left out of the run id (the sweep sets them per run, they do not change results)
-ID_EXCLUDED = ("output", "train.progress")
+ID_EXCLUDED = ("output", "train.progress", "model.offline")
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Where pretrained weights named by a Hugging Face hub id come from: the hub (online) or only its local cache.
+
+Online (the default), backbones with a hub id (``roberta-base``, ``microsoft/phi-2``, ``timm/vit_base_patch16_224...``)
+load the way the libraries do by themselves -- ``from_pretrained(hub_id)`` / ``timm.create_model(arch,
+pretrained=True)`` -- so missing files are downloaded, with the libraries' own progress bars, into the Hugging Face
+hub cache (:func:`hub_cache`: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and read
+from there afterwards.
+
+Offline -- ``HF_HUB_OFFLINE=1`` in the environment or ``model.offline: true`` in the config -- only that cache is
+read (``local_files_only=True``; timm's weights file is looked up in the cache here and handed to timm as a file).
+Either way a model that is neither cached nor downloadable is one :class:`~bayespeft.errors.HubError` line naming
+the hub id, the cache directory and how to fix it. A ``model.path`` (a local copy) never touches the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import HubError
+
+#: Values of ``HF_HUB_OFFLINE`` that mean "offline" (the set huggingface_hub itself accepts).
+TRUTHY = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def env_flag(*names: str) -> str | None:
+    """The first of the environment variables ``names`` set to a true value (``1``, ``yes``, ``on``, ``true``)."""
+    for name in names:
+        if os.environ.get(name, "").strip().upper() in TRUTHY:
+            return name
+    return None
+
+
+def offline_reason(cfg: Any) -> str | None:
+    """Why downloads are off for the model section ``cfg``: ``"model.offline: true"``, ``"HF_HUB_OFFLINE=1"`` or
+    None (online). Read at call time, so a changed environment takes effect without re-importing anything."""
+    if getattr(cfg, "offline", False):
+        return "model.offline: true"
+    flag = env_flag("HF_HUB_OFFLINE")
+    return f"{flag}=1" if flag else None
+
+
+def hub_cache() -> str:
+    """The directory the Hugging Face libraries cache hub downloads in (``huggingface_hub.constants.HF_HUB_CACHE``)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def local_only(offline: bool) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments: ``local_files_only=True`` offline, nothing online (the libraries'
+    defaults, i.e. download what is missing)."""
+    return {"local_files_only": True} if offline else {}
+
+
+def first_line(e: BaseException) -> str:
+    """``Type: first line of the message`` of an exception (library messages span several lines)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0].strip()}" if text else type(e).__name__
+
+
+def unavailable(name: str, hub_id: str, reason: str | None, cause: BaseException | None = None) -> HubError:
+    """The one-line error for pretrained weights ``hub_id`` of backbone ``name`` that could not be had.
+
+    ``reason`` is :func:`offline_reason` (None: online, so the download itself failed)."""
+    cache = hub_cache()
+    why = f" ({first_line(cause)})" if cause is not None else ""
+    if reason is not None:
+        return HubError(
+            f"{name}: the pretrained weights {hub_id!r} are not in the Hugging Face cache {cache} and downloads are "
+            f"off ({reason}){why}. Fix: run once with network without {reason} to download them there, or copy "
+            f"them into that cache from a connected machine (`hf download {hub_id}`, same HF_HOME), or give "
+            "model.path (a local copy)"
+        )
+    return HubError(
+        f"{name}: could not download the pretrained weights {hub_id!r} from the Hugging Face hub into {cache}{why}. "
+        "Fix: check the network and the id (a private or gated repo needs `hf auth login`), or give model.path "
+        "(a local copy); model.offline: true reads only the cache"
+    )
+
+
+def cached_weights_file(name: str, hub_id: str, filenames: tuple[str, ...], reason: str) -> str:
+    """Offline: the first of ``filenames`` present in the hub cache for ``hub_id`` (``repo`` or ``repo@revision``),
+    without any network access; :class:`HubError` when none is cached."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo, _, revision = hub_id.partition("@")
+    for filename in filenames:
+        try:
+            return hf_hub_download(repo, filename, revision=revision or None, local_files_only=True)
+        except (LocalEntryNotFoundError, EntryNotFoundError):
+            continue
+    raise unavailable(name, hub_id, reason)
