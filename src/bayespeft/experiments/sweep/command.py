@@ -2,7 +2,10 @@
 
 * ``--validate-only``: expand and validate every run, list each bad run with its errors (exit 2 if any);
 * ``--dry-run``: the plan (count, a table of run ids, what differs, status in the store) without executing or
-  creating anything;
+  creating anything; a directory made by a different sweep file is noted with what differs (key by key), and
+  invalid runs are listed after the plan (exit 2);
+* every mode first rejects a negative ``--max-experiments`` and (but ``--validate-only``) an ``--out`` that is, or
+  lies under, a file: one-line errors;
 * otherwise: open (or create) the sweep directory's store, refuse a directory made by a different sweep file
   unless ``--force`` (saying what differs), add the new runs, and execute the pending ones (``--max-experiments``,
   ``--retry-failed``, ``--executor local|ray``).
