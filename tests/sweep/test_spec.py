@@ -215,3 +215,16 @@ def test_an_experiment_config_is_not_a_sweep_file(sweep_file, tmp_path):
     msg = str(err.value)
     assert "\n" not in msg and "looks like an experiment config" in msg
     assert "bayespeft train" in msg and "base: base.yaml" in msg
+
+
+def test_a_sweep_file_as_base_is_named(sweep_file, tmp_path):
+    sweep_file("base: base.yaml\naxes: {adapter.r: [2, 4]}\n", name="inner.yaml")
+    with pytest.raises(SweepError, match=r"base: inner.yaml is a sweep file \(it has axes:\), not an experiment config"):
+        load_sweep(sweep_file("base: inner.yaml\naxes: {train.seed: [1]}\n", name="outer.yaml"))
+
+
+@pytest.mark.parametrize("where", ["exclude: [{base: x}]", "axes: {base: [x]}", "cases: [{when: {base: x}, set: {train.lr: 0.1}}]"])
+def test_base_as_a_key_needs_several_bases(sweep_file, where):
+    body = "base: base.yaml\n" + ("" if where.startswith("axes") else "axes: {adapter.r: [2, 4]}\n") + where + "\n"
+    with pytest.raises(SweepError, match=r"'base' is not a config key; it matches the label of a base config"):
+        load_sweep(sweep_file(body))

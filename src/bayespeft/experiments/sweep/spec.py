@@ -124,7 +124,10 @@ def _values(v: Any) -> list[Any]:
 
 def _check_keys(keys: Any, where: str, errors: list[str], allow_base: bool = False) -> None:
     for k in keys:
-        if allow_base and k == "base":
+        if k == "base":
+            if not allow_base:
+                errors.append(f"{where}: 'base' is not a config key; it matches the label of a base config, only in "
+                              "`when:` and `exclude:` of a sweep whose base: maps several labels {label: path}")
             continue
         msg = check_key(str(k))
         if msg:
@@ -208,7 +211,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         base = {}
     for label, rel in base.items():
         try:
-            bases[str(label)] = apply_overrides(read_yaml(path.parent / rel), list(overrides))
+            raw = read_yaml(path.parent / rel)
+            if isinstance(raw, dict) and "axes" in raw:
+                raise ConfigError(f"{rel} is a sweep file (it has axes:), not an experiment config; name the "
+                                  "experiment config it uses as base:")
+            bases[str(label)] = apply_overrides(raw, list(overrides))
         except ConfigError as e:
             errors.append(f"base {label}: {e}" if len(base) > 1 else f"base: {e}")
     multi = len(bases) > 1
