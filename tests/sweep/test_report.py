@@ -95,6 +95,7 @@ def test_cli_writes_files_and_plots(tmp_path, capsys):
     assert rank["n_runs"] == 4 + 4 + 1 and rank["n_points"] == 3
     md = (out / "report.md").read_text()
     assert "![acc@1 vs LoRA rank](plots/rank_acc1.png)" in md and "resting on 9 runs" in md
+    assert "| published interval: the runs' mean inside it |" in md  # each literature row says its rule
     for f in doc["figures"]:
         assert (out / "plots" / f["path"].split("/")[-1]).stat().st_size > 1000
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 3  # header; 4 groups x (acc@1, ece, tuned_%)
@@ -151,3 +152,22 @@ def test_bad_literature_file(tmp_path):
         load_literature(bad)
     msg = str(err.value)
     assert "metric must be one of" in msg and "table and setting" in msg and "adapter.r" in msg and "interval must be" in msg
+
+
+def test_each_verdict_states_its_interval_rule():
+    (with_iv,) = check_literature([ENTRY], _records([0.845, 0.855]))
+    (point,) = check_literature([{**ENTRY, "interval": None}], _records([0.84, 0.86, 0.85]))
+    (none,) = check_literature([{**ENTRY, "interval": None, "match": {"adapter.method": "full"}}], _records([0.85]))
+    assert with_iv["rule"].startswith("published interval")
+    assert point["rule"].startswith("no interval reported") and none["rule"] == point["rule"]
+
+
+def test_csgmcmc_reference_uses_the_published_spread():
+    (entry,) = [e for e in load_literature() if e["id"] == "csgmcmc-cifar10-resnet18-sgld"]
+    assert entry["value"] == 5.20 and entry["interval"] == [5.14, 5.26] and "± 0.06" in entry["source"]["table"]
+    cfg = {"model": {"name": "resnet18_cifar"}, "data": {"name": "cifar10"}, "sgmcmc": {"sampler": "sgld"}}
+    recs = lambda accs: [{"config": cfg, "posterior": "sgld-ensemble", "split": "test", "acc@1": a} for a in accs]  # noqa: E731
+    (row,) = check_literature([entry], recs([0.9475, 0.9480]))  # test error 5.25 %, 5.20 %: mean 5.225
+    assert row["verdict"] == "within" and row["measured"] == pytest.approx(5.225) and row["rule"].startswith("published")
+    (row,) = check_literature([entry], recs([0.9460, 0.9470]))  # 5.40 %, 5.30 %: mean 5.35 > 5.26
+    assert row["verdict"] == "above"

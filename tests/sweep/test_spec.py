@@ -164,3 +164,67 @@ def test_invalid_values_are_per_run(sweep_file):
     assert bad == {(0, 0.1), (300, 0.1), (0, -1), (2, -1), (300, -1)}
     r0 = next(r for r in plan.invalid if r.axes == {"adapter.r": 0, "train.lr": 0.1})
     assert "LoRA ranks must be >= 1" in r0.errors[0]
+
+
+@pytest.mark.parametrize(
+    "exclude, message",
+    [
+        ("  - {train.seed: 7}\n", r"exclude\[0\] \(train.seed=7\) matches no run: train.seed is never 7 \(the runs have 1, 2\)"),
+        ("  - {adapter.method: full, train.seed: [5, 6]}\n", r"exclude\[0\] .* train.seed is never any of \[5, 6\]"),
+        ("  - {adapter.method: full, adapter.r: 8, train.seed: 3}\n", r"train.seed is never 3 \(the runs have 1, 2\)"),
+        ("  - {adapter.dropout: 0.1}\n", r"exclude\[0\] .* adapter.dropout is set by cases, which apply after exclude"),
+        ("  - {adapter.rr: 2}\n", r"exclude\[0\]: unknown config key 'adapter.rr' \(did you mean 'adapter.r'\?\)"),
+        ("  - {adapter.r: []}\n", r"exclude\[0\]: 'adapter.r' lists no values"),
+        ("  - [adapter.r]\n", r"exclude\[0\]: an entry is a non-empty mapping .*got \['adapter.r'\]"),
+    ],
+)
+def test_exclude_errors_name_the_entry_and_the_reason(sweep_file, exclude, message):
+    body = GRID.replace("exclude:\n  - {adapter.method: lora, adapter.r: 8, train.seed: 2}\n", "exclude:\n" + exclude)
+    with pytest.raises(SweepError, match=message) as err:
+        expand(load_sweep(sweep_file(body)))
+    assert "check its keys and values against the axes" not in str(err.value)
+
+
+def test_exclude_that_is_not_a_list_says_how_to_write_it(sweep_file):
+    body = "base: base.yaml\naxes: {adapter.r: [2, 4]}\nexclude: {adapter.r: 2}\n"
+    with pytest.raises(SweepError, match=r"exclude: a list of mappings .* got \{'adapter.r': 2\}"):
+        load_sweep(sweep_file(body))
+
+
+def test_together_no_match_is_distinguished_from_a_missing_value(sweep_file):
+    body = GRID.replace("train.seed: 2}", "train.seed: 2}\n  - {adapter.method: full, adapter.r: 2, train.seed: 9}")
+    body = body.replace("exclude:", "  - when: {adapter.method: lora, adapter.r: 8, train.seed: 2}\n"
+                        "    set: {train.lr: 0.5}\n  - when: {adapter.method: full, adapter.r: 2}\n"
+                        "    set: {train.lr: 0.5}\nexclude:")
+    with pytest.raises(SweepError) as err:
+        expand(load_sweep(sweep_file(body)))
+    msg = str(err.value)
+    # case 3's only run is removed by exclude[0]: the exclude is named, not the case's keys
+    assert "case 3 (when adapter.method=lora, adapter.r=8, train.seed=2) matches no run: the 1 run(s) it would " \
+           "match are all excluded by exclude[0]" in msg
+    # case 4: adapter.r is dropped for full fine-tuning (each key matches some run, not together)
+    assert "no run has adapter.method=full and adapter.r=2 together; adapter.r is dropped from the runs whose " \
+           "adapter method does not read it" in msg
+    assert "exclude[1] (adapter.method=full, adapter.r=2, train.seed=9) matches no run: train.seed is never 9" in msg
+
+
+def test_an_experiment_config_is_not_a_sweep_file(sweep_file, tmp_path):
+    sweep_file("base: base.yaml\n")
+    with pytest.raises(SweepError) as err:
+        load_sweep(tmp_path / "base.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg and "looks like an experiment config" in msg
+    assert "bayespeft train" in msg and "base: base.yaml" in msg
+
+
+def test_a_sweep_file_as_base_is_named(sweep_file, tmp_path):
+    sweep_file("base: base.yaml\naxes: {adapter.r: [2, 4]}\n", name="inner.yaml")
+    with pytest.raises(SweepError, match=r"base: inner.yaml is a sweep file \(it has axes:\), not an experiment config"):
+        load_sweep(sweep_file("base: inner.yaml\naxes: {train.seed: [1]}\n", name="outer.yaml"))
+
+
+@pytest.mark.parametrize("where", ["exclude: [{base: x}]", "axes: {base: [x]}", "cases: [{when: {base: x}, set: {train.lr: 0.1}}]"])
+def test_base_as_a_key_needs_several_bases(sweep_file, where):
+    body = "base: base.yaml\n" + ("" if where.startswith("axes") else "axes: {adapter.r: [2, 4]}\n") + where + "\n"
+    with pytest.raises(SweepError, match=r"'base' is not a config key; it matches the label of a base config"):
+        load_sweep(sweep_file(body))

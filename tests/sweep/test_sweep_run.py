@@ -113,3 +113,66 @@ def test_max_experiments(sweep_file, tmp_path):
     path = sweep_file("base: base.yaml\naxes: {train.seed: [1, 2, 3]}\n")
     res = run_sweep(path, SweepOptions(out=str(tmp_path / "o"), max_experiments=0))
     assert res["executed"] == 0 and res["counts"]["pending"] == 3
+
+
+def test_dry_run_lists_invalid_runs_and_exits_2(sweep_file, tmp_path, capsys):
+    path = sweep_file("base: base.yaml\naxes: {adapter.r: [0, 2], train.lr: [0.1, -1.0]}\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(path), "--dry-run", "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert "status: 3 invalid, 1 new" in cap.out  # the plan is still printed
+    assert cap.err.startswith("error: 3 of 4 runs of") and cap.err.count("\nrun ") == 3
+    assert "LoRA ranks must be >= 1" in cap.err and not out.exists()
+
+
+def test_dry_run_says_what_differs_from_the_sweep_that_made_the_directory(sweep_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    first = sweep_file("base: base.yaml\naxes: {train.seed: [1, 2]}\n")
+    run_sweep(first, SweepOptions(out=str(out), max_experiments=0))
+    capsys.readouterr()
+    assert main(["sweep", str(first), "--dry-run", "--out", str(out), "--set", "train.lr=0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "was made by a different sweep file" in text and "base config base: train.lr: 0.01 -> 0.5" in text
+    assert "2 new runs, 0 kept" in text and "running needs --force" in text
+    assert main(["sweep", str(first), "--dry-run", "--out", str(out)]) == 0
+    assert "different sweep file" not in capsys.readouterr().out
+    # a real run refuses with the same account of the difference
+    assert main(["sweep", str(first), "--out", str(out), "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "base config base: train.lr: 0.01 -> 0.5" in err and "--force" in err
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"]])
+def test_out_under_a_file_is_one_line(sweep_file, tmp_path, capsys, mode):
+    path = sweep_file("base: base.yaml\naxes: {train.seed: [1]}\n")
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "sub", tmp_path / "afile"):
+        assert main(["sweep", str(path), "--out", str(out), *mode]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Errno" not in err
+        assert f"{tmp_path / 'afile'} " in err and "is a file, not a directory; choose another --out" in err
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"], ["--validate-only"]])
+def test_negative_max_experiments_is_refused_in_every_mode(sweep_file, tmp_path, capsys, mode):
+    path = sweep_file("base: base.yaml\naxes: {train.seed: [1]}\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(path), "--out", str(out), "--max-experiments", "-1", *mode]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--max-experiments must be >= 0" in err and "got -1" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("mode", [[], ["--dry-run"]])
+def test_a_store_file_that_is_not_a_sweep_store_is_left_untouched(sweep_file, tmp_path, capsys, mode):
+    path = sweep_file("base: base.yaml\naxes: {train.seed: [1]}\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    store = out / "sweep.sqlite"
+    store.write_bytes(b"my thesis draft\n" * 10)
+    before = (store.stat().st_mtime_ns, store.read_bytes())
+    assert main(["sweep", str(path), "--out", str(out), *mode]) == 2
+    assert "is not a bayespeft sweep store" in capsys.readouterr().err
+    assert (store.stat().st_mtime_ns, store.read_bytes()) == before
+    assert sorted(p.name for p in out.iterdir()) in (["sweep.sqlite"], [".sweep.lock", "sweep.sqlite"])

@@ -31,7 +31,7 @@ from .. import io
 from ..adapters import apply_adapter, load_adapter, parameter_report
 from ..config import ExperimentConfig, dump_config
 from ..data import DataBundle, build_data, dataset_info
-from ..metrics import classification_metrics, plot_reliability_diagram
+from ..metrics import classification_metrics, plot_reliability_diagram, reliability_diagram_data
 from ..models import build_model
 from ..seed import seed_everything
 from ..train import predict_probs
@@ -214,12 +214,19 @@ def record_predictive(
     """Metrics for one predictive on one split: JSON-ready dict, reliability PNG, one row in the run's ``rows.csv``
     (published to the shared CSV by :func:`finish_run`).
 
+    The dict holds :func:`bayespeft.metrics.classification_metrics` plus ``reliability``: ``{count, accuracy,
+    confidence}``, lists over the ``n_bins`` equal-width bins of the ECE (None for an empty bin).
+
     ``settings``: what, besides the checkpoint, data and split, determines this predictive (``{}`` for the MAP;
     the Laplace config for a Laplace posterior); it enters the result key and fills the settings columns. ``extra``
     may carry ``train_time_s``, ``eval_time_s``, ``epochs``, ``n_samples`` and ``prior_precision`` (the tuned
     value) for the CSV; all of ``extra`` is returned with the metrics.
     """
     m = classification_metrics(probs, labels)
+    # per-bin counts / accuracies / confidences (the equal-width bins of ``ece``): small, and what a sweep report
+    # pools over runs into one reliability curve per method
+    rel = reliability_diagram_data(probs, labels, n_bins=m["n_bins"]).to_dict()
+    m["reliability"] = {k: rel[k] for k in ("count", "accuracy", "confidence")}
     tag = f"{posterior}_{split}"
     if cfg.output.reliability_plots:
         plot_reliability_diagram(probs, labels, run_dir / "plots" / f"reliability_{tag}.png", title=f"{posterior} ({split})")

@@ -296,6 +296,16 @@ def _sample_into(cfg: ExperimentConfig, built: Built, run_dir: Path, metrics: di
             "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
 
 
+def finished_sample_output(run_dir: str | Path) -> dict[str, Any]:
+    """The result :func:`sample_run` returned for the finished run in ``run_dir``, read back from its
+    ``metrics.json`` (for a caller stopped between the run's end and its own bookkeeping, e.g. a sweep stage)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    res = metrics["sgmcmc"]
+    return {"run_dir": str(run_dir), "table": _table(metrics["map"], res["label"], res["single"], res["splits"]),
+            "verdict": res["verdict_text"], "diverged": res["diverged"], **metrics}
+
+
 #: config keys that do not change what a run computes (a resume may differ in them)
 RESUME_IGNORED = ("train.progress", "model.offline")
 

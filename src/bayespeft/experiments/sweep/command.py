@@ -2,7 +2,10 @@
 
 * ``--validate-only``: expand and validate every run, list each bad run with its errors (exit 2 if any);
 * ``--dry-run``: the plan (count, a table of run ids, what differs, status in the store) without executing or
-  creating anything;
+  creating anything; a directory made by a different sweep file is noted with what differs (key by key), and
+  invalid runs are listed after the plan (exit 2);
+* every mode first rejects a negative ``--max-experiments`` and (but ``--validate-only``) an ``--out`` that is, or
+  lies under, a file: one-line errors;
 * otherwise: open (or create) the sweep directory's store, refuse a directory made by a different sweep file
   unless ``--force`` (saying what differs), add the new runs, and execute the pending ones (``--max-experiments``,
   ``--retry-failed``, ``--executor local|ray``).
@@ -56,15 +59,56 @@ def _short(v: Any, n: int = 160) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    for part in ("sweep", "base"):
-        a, b = old.get(part) or {}, new.get(part) or {}
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                where = f"{k}" if part == "sweep" else f"base config {k}"
-                out.append(f"{where}: {_short(a.get(k))} -> {_short(b.get(k))}")
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
+    if not isinstance(d, dict) or not d:
+        return {prefix: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per differing key of the sweep file (``axes``, ``cases``, ...) and per differing dotted key of a
+    base config (``base config base.yaml: train.lr: 0.01 -> 0.5``); ``<absent>`` where one side lacks it."""
+    out = []
+    a_doc, b_doc = old.get("sweep") or {}, new.get("sweep") or {}
+    for k in sorted(set(a_doc) | set(b_doc)):
+        if a_doc.get(k) != b_doc.get(k):
+            out.append(f"{k}: {_short(a_doc.get(k, '<absent>'))} -> {_short(b_doc.get(k, '<absent>'))}")
+    a_base, b_base = old.get("base") or {}, new.get("base") or {}
+    for label in sorted(set(a_base) | set(b_base)):
+        if label not in a_base or label not in b_base:
+            out.append(f"base config {label}: {'added' if label in b_base else 'removed'}")
+            continue
+        fa, fb = _flatten(a_base[label]), _flatten(b_base[label])
+        for k in sorted(set(fa) | set(fb)):
+            if fa.get(k, "<absent>") != fb.get(k, "<absent>"):
+                out.append(f"base config {label}: {k}: {_short(fa.get(k, '<absent>'))} -> "
+                           f"{_short(fb.get(k, '<absent>'))}")
+    return out
+
+
+def difference_message(directory: Path, old_file: str | None, fp_old: dict, plan: Plan,
+                       stored: set[str]) -> str:
+    """What differs between the sweep file that made ``directory`` and this one, and what running would do."""
+    planned = {r.id for r in plan.runs}
+    diff = describe_difference(fp_old, fingerprint(plan.spec))
+    return (f"{directory} was made by a different sweep file ({old_file}); what differs:\n  " + "\n  ".join(diff)
+            + f"\n  plan: {len(planned - stored)} new runs, {len(stored & planned)} kept (same id, results reused), "
+            f"{len(stored - planned)} no longer in the plan (kept in the store, left out of reports).")
+
+
+def check_out_dir(directory: Path) -> None:
+    """One-line error if ``directory`` cannot be a sweep directory: it, or a folder above it, is not a folder."""
+    for p in [directory, *directory.parents]:
+        if p.exists():
+            if not p.is_dir():
+                what = "is" if p == directory else f"(above {directory}) is"
+                raise SweepError(f"--out {directory}: {p} {what} a file, not a directory; choose another --out "
+                                 "(or move the file away)")
+            return
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -83,24 +127,26 @@ def plan_rows(plan: Plan, status: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_status(directory: Path) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """Statuses of the runs in an existing store (read-only; nothing is created), and its fingerprint."""
+def _read_status(directory: Path) -> tuple[dict[str, str], dict[str, Any] | None, str | None]:
+    """Statuses of the runs in an existing store (read-only; nothing is created), its fingerprint and the sweep
+    file that made it."""
     path = directory / STORE_NAME
     if not path.exists():
-        return {}, None
+        return {}, None, None
     check_store_file(path)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
     try:
         status = dict(con.execute("SELECT id, status FROM runs").fetchall())
-        fp = con.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
+        meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('fingerprint', 'sweep_file')").fetchall())
     finally:
         con.close()
-    return status, json.loads(fp[0]) if fp else None
+    fp, old_file = (json.loads(meta[k]) if k in meta else None for k in ("fingerprint", "sweep_file"))
+    return status, fp, old_file
 
 
-def print_plan(plan: Plan, directory: Path, stream: Any = None) -> None:
+def print_plan(plan: Plan, directory: Path, stream: Any = None, force: bool = False) -> None:
     stream = stream or sys.stdout
-    status, fp = _read_status(directory)
+    status, fp, old_file = _read_status(directory)
     rows = plan_rows(plan, status)
     methods: dict[str, int] = {}
     for r in plan.runs:
@@ -112,9 +158,8 @@ def print_plan(plan: Plan, directory: Path, stream: Any = None) -> None:
           f"identical to another run); stages: {', '.join(s.label for s in plan.spec.stages)}", file=stream)
     print(f"directory: {directory}", file=stream)
     if fp is not None and fp != fingerprint(plan.spec):
-        print("note: the directory was made by a different sweep file; running needs --force. Differences:", file=stream)
-        for line in describe_difference(fp, fingerprint(plan.spec)):
-            print(f"  {line}", file=stream)
+        print("note: " + difference_message(directory, old_file, fp, plan, set(status)), file=stream)
+        print("  --force given: running continues in this directory" if force else "  running needs --force, or another --out", file=stream)
     cols = ["id", *plan.varying_keys(), "status"]
     print(format_table(rows, cols, headers=short_names(cols)), file=stream)
     counts: dict[str, int] = {}
@@ -137,18 +182,12 @@ def open_store(plan: Plan, directory: Path, force: bool) -> SweepStore:
     store = SweepStore.open(directory)
     fp_new = fingerprint(plan.spec)
     fp_old = store.get_meta("fingerprint")
-    if fp_old is not None and fp_old != fp_new:
+    if fp_old is not None and fp_old != fp_new and not force:
         ids = {r.id for r in store.runs(in_plan=False)}
-        planned = {r.id for r in plan.runs}
-        if not force:
-            old_file = store.get_meta("sweep_file")
-            store.close()
-            diff = describe_difference(fp_old, fp_new)
-            raise StoreError(
-                f"{directory} was made by a different sweep file ({old_file}); what differs:\n  " + "\n  ".join(diff)
-                + f"\n  plan: {len(planned - ids)} new runs, {len(ids & planned)} kept (same id, results reused), "
-                f"{len(ids - planned)} no longer in the plan (kept in the store, left out of reports).\n"
-                "Pass --force to continue in this directory with this sweep file, or choose another --out.")
+        old_file = store.get_meta("sweep_file")
+        store.close()
+        raise StoreError(difference_message(directory, old_file, fp_old, plan, ids)
+                         + "\nPass --force to continue in this directory with this sweep file, or choose another --out.")
     store.set_meta(fingerprint=fp_new, sweep_file=str(plan.spec.path))
     store.sync_plan([{"id": r.id, "position": r.position, "differs": plan.differs(r), "config": r.config_json(),
                       "stages": [s.to_dict() for s in r.stages], "run_dir": str(directory / "runs" / r.id)}
@@ -173,22 +212,25 @@ def run_sweep(path: str | Path, opts: SweepOptions | None = None, stream: Any = 
     """The whole command; returns ``{"dir", "counts", "executed", "plan"}`` (``executed`` None for dry runs)."""
     opts = opts or SweepOptions()
     stream = stream or sys.stdout
+    if opts.max_experiments is not None and opts.max_experiments < 0:
+        raise SweepError(f"--max-experiments must be >= 0 (the number of pending runs to execute), "
+                         f"got {opts.max_experiments}")
     plan = expand(load_sweep(path, opts.overrides))
     directory = sweep_dir(plan.spec, opts.out)
+    if not opts.validate_only:
+        check_out_dir(directory)
     if opts.validate_only:
         if plan.invalid:
             raise SweepError(invalid_report(plan))
         print(f"all {len(plan.runs)} runs of {plan.spec.path} are valid", file=stream)
         return {"dir": str(directory), "counts": None, "executed": None, "plan": plan}
     if opts.dry_run:
-        print_plan(plan, directory, stream)
-        if plan.invalid:
-            print(invalid_report(plan), file=stream)
+        print_plan(plan, directory, stream, force=opts.force)
+        if plan.invalid:  # the plan is printed, the bad runs are the error (exit 2)
+            raise SweepError(invalid_report(plan) + "\nfix the sweep file (see --validate-only)")
         return {"dir": str(directory), "counts": None, "executed": None, "plan": plan}
     if plan.invalid:
         raise SweepError(invalid_report(plan) + "\nnothing was run; fix the sweep file (see --validate-only)")
-    if opts.max_experiments is not None and opts.max_experiments < 0:
-        raise SweepError(f"--max-experiments must be >= 0, got {opts.max_experiments}")
     executor = make_executor(opts, plan)
     store = open_store(plan, directory, opts.force)
     try:

@@ -33,6 +33,7 @@ from typing import Any
 
 from ...adapters import ADAPTERS, METHOD_OPTIONS
 from ...config import ConfigError, ExperimentConfig, deep_merge, validate
+from .diagnose import dropped_hint, set_by_cases_hint, why_no_match
 from .expr import Expression, ExpressionError
 from .keys import MISSING, del_key, get_key, same_value, set_key, value_of
 from .spec import STAGE_SECTION, Case, Stage, SweepError, SweepSpec
@@ -173,6 +174,9 @@ def expand(spec: SweepSpec) -> Plan:
     conflicts: dict[tuple[int, int, str], tuple[Any, Any, str]] = {}
     runs: dict[str, PlannedRun] = {}
     n_excluded = 0
+    tested: dict[str, list[tuple[dict, str]]] = {"all": [], "kept": [], "excluded": []}
+    excluded_by: list[list[int]] = []  # the exclude entries that matched each of tested["excluded"]
+    dropped: set[str] = set()
     for combo in combos:
         axes = dict(zip(axis_keys, combo))
         desc = ", ".join(f"{k}={v}" for k, v in axes.items()) or "the base config"
@@ -181,13 +185,17 @@ def expand(spec: SweepSpec) -> Plan:
         for k, v in axes.items():
             if k != "base":
                 set_key(raw, k, v)
+        tested["all"].append((copy.deepcopy(raw), label))
         hit = [i for i, e in enumerate(spec.exclude) if matches(raw, e, label)]
+        dropped.update(drop_unread_options(raw))
         if hit:
             for i in hit:
                 excl_hits[i] += 1
             n_excluded += 1
+            tested["excluded"].append((raw, label))
+            excluded_by.append(hit)
             continue
-        drop_unread_options(raw)
+        tested["kept"].append((copy.deepcopy(raw), label))
         matching = [c for c in spec.cases if matches(raw, c.when, label)]
         for c in matching:
             case_hits[c.index] += 1
@@ -200,14 +208,14 @@ def expand(spec: SweepSpec) -> Plan:
             run.position = len(runs)
             runs[run.id] = run
 
-    errors = []
-    for i, n in enumerate(case_hits):
-        if n == 0:
-            errors.append(f"{spec.cases[i].describe()} matches no run; check its keys and values against the axes")
+    errors = [f"{spec.cases[i].describe()} matches no run: {_why_case(spec.cases[i], tested, excluded_by, dropped)}"
+              for i, n in enumerate(case_hits) if n == 0]
+    case_keys = {k for c in spec.cases for k in c.set} - set(spec.axes)
     for i, n in enumerate(excl_hits):
         if n == 0:
             rule = ", ".join(f"{k}={v if len(v) > 1 else v[0]}" for k, v in spec.exclude[i].items())
-            errors.append(f"exclude[{i}] ({rule}) matches no run; check its keys and values against the axes")
+            why = why_no_match(spec.exclude[i], tested["all"], set_by_cases_hint(case_keys))
+            errors.append(f"exclude[{i}] ({rule}) matches no run: {why}; fix or remove this entry")
     for (a, b, key), (va, vb, desc) in conflicts.items():
         errors.append(f"case {a + 1} and case {b + 1} set {key} differently ({va!r} vs {vb!r}), e.g. for the run "
                       f"{desc}; make their `when` rules exclusive or set it in one case")
@@ -216,6 +224,17 @@ def expand(spec: SweepSpec) -> Plan:
     if errors:
         raise SweepError(f"invalid sweep file {spec.path}:\n" + "\n".join(f"  - {e}" for e in errors))
     return Plan(spec, list(runs.values()), len(combos), n_excluded)
+
+
+def _why_case(case: Case, tested: dict[str, list[tuple[dict, str]]], excluded_by: list[list[int]],
+              dropped: set[str]) -> str:
+    """Why ``case`` matched no run: its runs were all excluded (naming the entries), or :func:`why_no_match`."""
+    hit = [i for i, (raw, label) in enumerate(tested["excluded"]) if matches(raw, case.when, label)]
+    if hit:
+        by = sorted({j for i in hit for j in excluded_by[i]})
+        return (f"the {len(hit)} run(s) it would match are all excluded by " + ", ".join(f"exclude[{j}]" for j in by)
+                + "; remove the case or narrow the exclude")
+    return why_no_match(case.when, tested["kept"], dropped_hint(dropped)) + "; fix its `when` or remove the case"
 
 
 def _resolve(spec: SweepSpec, raw: dict, axes: dict[str, Any], cases: list[int], desc: str) -> PlannedRun:

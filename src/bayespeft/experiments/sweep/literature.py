@@ -5,12 +5,14 @@ whose record has its ``posterior`` (a label or glob) and ``split`` are its compa
 paper's unit (``error`` = 100 (1 - acc@1); otherwise ``scale`` x the metric), gives the measured mean and, from 2
 runs on, its 95% t-interval (:func:`bayespeft.stats.t_interval`). The verdict:
 
-* published interval ``[lo, hi]`` given: ``within`` if ``lo <= mean <= hi``, ``below`` / ``above`` otherwise;
-* only a published value: ``within`` if it lies inside the measured t-interval, ``below`` / ``above`` if the
-  whole measured interval is below / above it; with a single run (no interval) ``undecided``;
+* published interval ``[lo, hi]`` given (rule ``published interval``): ``within`` if ``lo <= mean <= hi``,
+  ``below`` / ``above`` otherwise;
+* only a published value (rule ``no interval reported: the published value against the runs' t-interval``):
+  ``within`` if it lies inside the measured t-interval, ``below`` / ``above`` if the whole measured interval is
+  below / above it; with a single run (no interval) ``undecided``;
 * no matching run: ``no comparable run``.
 
-Every row carries the numbers it was decided on; there is no verdict without them.
+Every row carries the numbers it was decided on and the rule (``rule``); there is no verdict without them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .keys import MISSING, check_key, same_value, value_of
 
 ENTRY_KEYS = {"id", "metric", "scale", "value", "interval", "interval_note", "source", "match", "posterior", "split"}
 METRICS = ("acc@1", "acc@5", "f1", "nll", "ece", "brier", "error")
+RULE_INTERVAL = "published interval: the runs' mean inside it"
+RULE_POINT = "no interval reported: the published value against the runs' t-interval"
 
 
 def load_literature(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -81,10 +85,11 @@ def measured_value(rec: dict[str, Any], entry: dict[str, Any]) -> float | None:
 
 def verdict(entry: dict[str, Any], values: list[float], level: float = 0.95) -> dict[str, Any]:
     """The decision of the module docstring for ``values`` (the comparable runs, in the paper's unit)."""
-    if not values:
-        return {"verdict": "no comparable run", "measured": None, "measured_interval": None, "runs": 0}
-    s = t_interval(values, level)
     iv = entry.get("interval")
+    rule = RULE_INTERVAL if iv is not None else RULE_POINT
+    if not values:
+        return {"verdict": "no comparable run", "measured": None, "measured_interval": None, "runs": 0, "rule": rule}
+    s = t_interval(values, level)
     mi = [s.lo, s.hi] if s.lo is not None else None
     if iv is not None:
         v = "within" if iv[0] <= s.mean <= iv[1] else "below" if s.mean < iv[0] else "above"
@@ -92,7 +97,7 @@ def verdict(entry: dict[str, Any], values: list[float], level: float = 0.95) -> 
         v = "undecided (1 run and no published interval)"
     else:
         v = "within" if mi[0] <= entry["value"] <= mi[1] else "below" if mi[1] < entry["value"] else "above"
-    return {"verdict": v, "measured": s.mean, "measured_interval": mi, "runs": s.n}
+    return {"verdict": v, "measured": s.mean, "measured_interval": mi, "runs": s.n, "rule": rule}
 
 
 def check_literature(entries: list[dict[str, Any]], records: list[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:

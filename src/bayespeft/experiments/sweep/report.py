@@ -13,8 +13,9 @@ epoch, training throughput, peak memory).
   paired t-test, the Wilcoxon signed-rank test, Holm's correction over the context's family and Cohen's
   :math:`d_z` (:func:`bayespeft.stats.compare_methods`), for each metric of ``--compare``.
 * **Plots**: acc@1 and ECE vs LoRA rank with t-interval error bars (one line per model/dataset/method); acc@1 vs
-  tuned-parameter % per method. The reliability overlay needs per-bin reliability data, which the store does not
-  hold; the report says so rather than drawing it.
+  tuned-parameter % per method; the reliability overlay per dataset, one curve per method with the per-bin
+  reliability data of its runs pooled over seeds, ranks and models (:mod:`.reliability`; its data in
+  ``report.json`` under ``reliability``).
 * **Literature check** (:mod:`.literature`): every published number with the runs matching its setting.
 
 Writes ``<SWEEP_DIR>/report/``: ``summary.csv``, ``comparisons.csv``, ``report.json``, ``report.md`` (embedding the
@@ -33,6 +34,7 @@ from typing import Any
 from ... import io
 from ...stats import compare_methods, summarize_over_runs
 from .keys import MISSING, get_key
+from .reliability import overlay_data, reliability_plots
 from .store import SweepStore
 
 #: short names of ``--by`` keys (any dotted config key is accepted too)
@@ -87,6 +89,7 @@ def load_records(store: SweepStore, by: list[tuple[str, str]]) -> list[dict[str,
             rec = {**keys, "posterior": row["posterior"], "split": row["split"], "seed": seed, "run": run.id,
                    "config": run.config}
             rec.update({m: row.get(m) for m in PREDICTIVE_METRICS})
+            rec["reliability"] = row.get("reliability")
             # the run's own figures once, on its first record (the MAP on the first split)
             rec.update({m: figures.get(m) if i == 0 else None for m in RUN_METRICS})
             records.append(rec)
@@ -296,13 +299,16 @@ def build_report(sweep_dir: str | Path, opts: ReportOptions | None = None) -> di
     out_dir = Path(opts.out) if opts.out else sweep_dir / "report"
     plot_dir = out_dir / "plots"
     figures: list[dict[str, Any]] = []
+    overlays = overlay_data(records)
     if opts.plots and records:
         plot_dir.mkdir(parents=True, exist_ok=True)
         figures = rank_plots(summary, plot_dir) + tuned_plot(summary, records, plot_dir)
+        figures += reliability_plots(overlays, plot_dir)
     doc = {"sweep_dir": str(sweep_dir), "counts": counts, "by": names, "level": opts.level,
            "n_records": len(records), "summary": summary,
            "comparisons": [{k: v for k, v in c.items() if k != "detail"} | {"detail": c["detail"]} for c in comps],
-           "literature": literature, "diagnostics": diagnostics, "failed": failed, "figures": figures}
+           "literature": literature, "diagnostics": diagnostics, "failed": failed, "figures": figures,
+           "reliability": overlays}
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / "summary.csv", summary, [*names, "posterior", "split", "metric", "n", "mean", "std", "lo", "hi"])
     _write_csv(out_dir / "comparisons.csv", comps, [k for k in (comps[0] if comps else {}) if k != "detail"])
@@ -331,14 +337,18 @@ def markdown(doc: dict[str, Any], names: list[str]) -> str:
     lines += ["## Figures", ""]
     for f in doc["figures"]:
         rel = Path(f["path"]).relative_to(Path(f["path"]).parent.parent)
-        lines += [f"![{f['title']}]({rel})", "", f"*{f['title']}: {f['n_points']} points resting on {f['n_runs']} runs.*", ""]
+        detail = f" ({f['detail']})" if f.get("detail") else ""
+        lines += [f"![{f['title']}]({rel})", "",
+                  f"*{f['title']}: {f['n_points']} {'curves' if f.get('detail') else 'points'} resting on "
+                  f"{f['n_runs']} runs{detail}.*", ""]
     if not doc["figures"]:
         lines += ["No figure: no done run with the needed metrics.", ""]
-    lines += ["Reliability overlay: not drawn; the store keeps per-run metrics, not per-bin reliability data "
-              "(each run's own reliability diagrams are in its stage directories under plots/).", ""]
+    if not doc["reliability"]:
+        lines += ["Reliability overlay: no done run saved per-bin reliability data (runs made before it was "
+                  "recorded); each run's own reliability diagrams are in its stage directories under plots/.", ""]
     lines += ["## Literature check", ""]
     lines += _md_table(doc["literature"], ["reference", "metric", "published", "interval", "runs", "measured",
-                                           "measured_interval", "verdict", "source"]) + [""]
+                                           "measured_interval", "verdict", "rule", "source"]) + [""]
     if doc["diagnostics"]:
         lines += ["## SG-MCMC convergence (R-hat / ESS verdicts)", ""]
         lines += _md_table(doc["diagnostics"], ["run", "stage", "verdict_text"]) + [""]

@@ -9,8 +9,9 @@ Stages call the commands of the application layer: ``train`` -> :func:`bayespeft
 (given the stage directory, so a rerun resumes from the last epoch checkpoint), ``evaluate`` ->
 :func:`~bayespeft.experiments.evaluate.evaluate_run`, ``laplace`` -> :func:`~bayespeft.experiments.laplace.laplace_run`,
 ``sample`` -> :func:`~bayespeft.experiments.sample.sample_run`, the last three on the train stage's checkpoint. A
-finished stage writes ``stage.json``; on a rerun it is skipped, and an unfinished non-train stage starts over in an
-emptied directory.
+finished stage writes ``stage.json``; on a rerun it is skipped. An unfinished sample stage whose sample store exists
+continues it (:func:`~bayespeft.experiments.sample.resume_sample_run`, bit-exact: finished chains kept, the others
+from their last kept sample); any other unfinished non-train stage starts over in an emptied directory.
 
 :func:`execute_run` never raises for a failing run (the outcome says ``failed`` with the error and traceback);
 ``KeyboardInterrupt`` and ``SystemExit`` pass through.
@@ -136,9 +137,29 @@ def _laplace(cfg: ExperimentConfig, stage_dir: Path, checkpoint: Path) -> dict[s
 
 
 def _sample(cfg: ExperimentConfig, stage_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    from ..sample import sample_run
+    from ..sample import finished_sample_output, sample_run
 
-    return sample_run(cfg, checkpoint, run_dir=stage_dir)
+    if not sample_resumable(stage_dir):
+        return sample_run(cfg, checkpoint, run_dir=stage_dir)
+    print(f"--- resuming the interrupted sample stage from its store {stage_dir / 'samples'}", flush=True)
+    out = sample_run(cfg, checkpoint, resume=stage_dir)
+    # every chain had finished and metrics.json was written, but the stage was stopped before its stage.json
+    return finished_sample_output(stage_dir) if "nothing_to_do" in out else out
+
+
+def sample_resumable(stage_dir: Path) -> bool:
+    """Whether ``stage_dir`` holds the sample store of an interrupted sample stage that ``bayespeft sample
+    --resume`` can continue (its index, the config and the sampling plan it recorded)."""
+    from ...sgmcmc.store import INDEX
+
+    index = stage_dir / "samples" / INDEX
+    if not index.is_file():
+        return False
+    try:
+        meta = json.loads(index.read_text()).get("metadata") or {}
+    except (OSError, ValueError):
+        return False
+    return "config" in meta and "plan" in meta
 
 
 STAGES: dict[str, Callable[[ExperimentConfig, Path, Path], dict[str, Any]]] = {
@@ -154,6 +175,8 @@ def run_stage(config: dict[str, Any], stage: dict[str, Any], run_dir: Path) -> t
         return json.loads(marker.read_text())["output"], 0.0, True
     if stage["kind"] == "train":
         (stage_dir / "results.csv").unlink(missing_ok=True)  # rows of an attempt that died before finishing
+    elif stage["kind"] == "sample" and sample_resumable(stage_dir):
+        pass  # continued from its sample store (bayespeft sample --resume), see _sample
     elif stage_dir.exists():
         shutil.rmtree(stage_dir)
     cfg = stage_config(config, stage, run_dir)
@@ -170,7 +193,8 @@ def _pick(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def tidy_metrics(outputs: dict[str, dict[str, Any]], stages: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"rows": [{stage, posterior, split, acc@1, acc@5, f1, nll, ece, brier}], "run": {...}, "diagnostics": {...}}``.
+    """``{"rows": [{stage, posterior, split, acc@1, acc@5, f1, nll, ece, brier, reliability}], "run": {...},
+    "diagnostics": {...}}`` (``reliability``: the per-bin ``{count, accuracy, confidence}`` of the predictive).
 
     One row per (posterior, split), the first stage that reports it winning (the MAP rows of the train stage).
     ``run``: tuned-parameter %, time per epoch, throughputs, peak memory, epochs, training time, the epoch a
@@ -188,7 +212,8 @@ def tidy_metrics(outputs: dict[str, dict[str, Any]], stages: list[dict[str, Any]
         else:
             entries = [("map", s, m) for s, m in (out.get("map") or {}).items()]
         for posterior, split, m in entries:
-            rows.setdefault((posterior, split), {"stage": st["label"], "posterior": posterior, "split": split, **_pick(m)})
+            rows.setdefault((posterior, split), {"stage": st["label"], "posterior": posterior, "split": split, **_pick(m),
+                                                 "reliability": m.get("reliability")})
         params = out.get("params") or {}
         run.setdefault("tuned_%", params.get("trainable_pct"))
         run.setdefault("tuned_params", params.get("trainable_params"))

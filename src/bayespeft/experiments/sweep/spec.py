@@ -124,7 +124,10 @@ def _values(v: Any) -> list[Any]:
 
 def _check_keys(keys: Any, where: str, errors: list[str], allow_base: bool = False) -> None:
     for k in keys:
-        if allow_base and k == "base":
+        if k == "base":
+            if not allow_base:
+                errors.append(f"{where}: 'base' is not a config key; it matches the label of a base config, only in "
+                              "`when:` and `exclude:` of a sweep whose base: maps several labels {label: path}")
             continue
         msg = check_key(str(k))
         if msg:
@@ -162,6 +165,25 @@ def _parse_stage(item: Any, i: int, errors: list[str]) -> Stage | None:
     return Stage(kind, dict(options), label)
 
 
+def _short(v: Any, n: int = 80) -> str:
+    s = repr(v)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def looks_like_config(path: Path, doc: Any) -> None:
+    """One-line error for an experiment config given where a sweep file is expected (no ``base:``/``axes:``,
+    config sections at the top)."""
+    if not isinstance(doc, dict) or "base" in doc or "axes" in doc:
+        return
+    from ...config import ExperimentConfig
+
+    sections = [k for k in doc if k in ExperimentConfig.model_fields]
+    if sections and not any(k in TOP_KEYS for k in doc if k != "name"):
+        raise SweepError(
+            f"{path} looks like an experiment config (it has {', '.join(sections)}), not a sweep file: run it with "
+            f"`bayespeft train {path}`, or write a sweep file with `base: {path.name}` and `axes:`")
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Read and validate a sweep file (every problem in one :class:`SweepError`); see the module docstring.
 
@@ -172,6 +194,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     doc = load_yaml_mapping_text(path, SweepError)
     if not isinstance(doc, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with base:, axes:, ... (got {type(doc).__name__})")
+    looks_like_config(path, doc)
     errors: list[str] = []
     for k in doc:
         if k not in TOP_KEYS:
@@ -188,7 +211,11 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         base = {}
     for label, rel in base.items():
         try:
-            bases[str(label)] = apply_overrides(read_yaml(path.parent / rel), list(overrides))
+            raw = read_yaml(path.parent / rel)
+            if isinstance(raw, dict) and "axes" in raw:
+                raise ConfigError(f"{rel} is a sweep file (it has axes:), not an experiment config; name the "
+                                  "experiment config it uses as base:")
+            bases[str(label)] = apply_overrides(raw, list(overrides))
         except ConfigError as e:
             errors.append(f"base {label}: {e}" if len(base) > 1 else f"base: {e}")
     multi = len(bases) > 1
@@ -241,11 +268,20 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
     exclude: list[dict[str, list[Any]]] = []
     excl_doc = doc.get("exclude") or []
-    if not isinstance(excl_doc, list) or not all(isinstance(e, dict) and e for e in excl_doc):
-        errors.append("exclude: a list of non-empty mappings {key: value or list of values}")
+    if not isinstance(excl_doc, list):
+        errors.append(f"exclude: a list of mappings {{key: value or list of values}}, e.g. "
+                      f"[{{train.seed: 456}}]; got {_short(excl_doc)} (write each entry as a list item '- {{...}}')")
         excl_doc = []
     for i, e in enumerate(excl_doc):
+        if not isinstance(e, dict) or not e:
+            errors.append(f"exclude[{i}]: an entry is a non-empty mapping {{key: value or list of values}}, "
+                          f"got {_short(e)}")
+            continue
         _check_keys(e, f"exclude[{i}]", errors, allow_base=multi)
+        bad = [k for k, v in e.items() if not _values(v)]
+        if bad:
+            errors.append(f"exclude[{i}]: {', '.join(map(repr, bad))} lists no values")
+            continue
         exclude.append({str(k): _values(v) for k, v in e.items()})
 
     stages: list[Stage] = []

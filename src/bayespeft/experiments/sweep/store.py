@@ -199,7 +199,11 @@ class SweepStore:
         if not sweep_dir.is_dir():
             if sweep_dir.exists():
                 raise StoreError(f"{sweep_dir} is not a directory; choose another --out")
-            sweep_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the sweep directory {sweep_dir} ({e.strerror or e}); choose another "
+                                 "--out") from None
         with open(sweep_dir / ".sweep.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
