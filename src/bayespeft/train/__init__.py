@@ -6,6 +6,7 @@ See :mod:`.loop` for the objective, schedule, early stopping, exact resumption a
 from .checkpoint import load_weights, save_weights, trainable_state
 from .config import TrainConfig
 from .loop import fit
+from .microbatch import TrainingOutOfMemoryError
 from .predict import evaluate, predict_probs
 from .result import EpochRecord, TrainingDivergedError, TrainResult
 
@@ -14,6 +15,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "TrainingOutOfMemoryError",
     "evaluate",
     "fit",
     "load_weights",
