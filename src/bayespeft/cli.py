@@ -291,6 +291,10 @@ def _sweep(p):
     p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweeps/<sweep name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the base config(s), e.g. --set data.root=/data (repeatable)")
+    p.add_argument("--track", choices=["mlflow"], help="also log each run's params, metrics and plots to MLflow "
+                   "(pip install 'bayespeft[track]')")
+    p.add_argument("--track-uri", metavar="URI", help="MLflow tracking location (default $MLFLOW_TRACKING_URI, "
+                   "else the directory <sweep dir>/mlruns)")
 
     def run(args):
         from .experiments.sweep.command import SweepOptions, run_sweep
@@ -298,7 +302,7 @@ def _sweep(p):
         out = run_sweep(args.sweep, SweepOptions(
             validate_only=args.validate_only, dry_run=args.dry_run, max_experiments=args.max_experiments,
             executor=args.executor, address=args.address, retry_failed=args.retry_failed, force=args.force,
-            out=args.out, overrides=tuple(args.overrides)))
+            out=args.out, overrides=tuple(args.overrides), track=args.track, track_uri=args.track_uri))
         if out["counts"] and out["counts"]["failed"]:
             raise SystemExit(1)
 
