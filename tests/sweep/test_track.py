@@ -19,7 +19,8 @@ cases:
   - when: {train.seed: 2}
     set: {train.lr: 1.0e+30}          # diverges: a failed run
 """
-PLOTS_BASE = BASE.replace("epochs: 1", "epochs: 2").replace("reliability_plots: false", "reliability_plots: true")
+PLOTS_BASE = (BASE.replace("epochs: 1", "epochs: 2").replace("reliability_plots: false", "reliability_plots: true")
+              .replace("name: digits,", "name: digits, shift: noise,"))  # two splits: test, test_shift
 
 
 def leaves(d, prefix=""):
@@ -62,7 +63,7 @@ def test_runs_params_metrics_curves_and_plots_read_back(sweep_file, tmp_path, mo
 
     metrics = run.data.metrics
     rows = done.metrics["rows"]
-    assert rows and all(metrics[f"map/{row['split']}/{name}"] == row[key]
+    assert {row["split"] for row in rows} == {"test", "test_shift"} and all(metrics[f"map/{row['split']}/{name}"] == row[key]
                         for row in rows for name, key in (("acc_at_1", "acc@1"), ("nll", "nll"), ("ece", "ece")))
     assert metrics["run/tuned_pct"] == done.metrics["run"]["tuned_%"]
     assert metrics["run/peak_memory_mb"] == done.resources["peak_memory_mb"]
