@@ -17,13 +17,14 @@
    each, their ratio, the median run time under each executor (to check the >= 20 s) and whether both stores hold
    the same results.
 
-Usage: ``python benchmarks/sweep_overhead.py [--runs 20] [--ray --ray-runs 8 --ray-epochs 40 --ray-cpus 2]``
+Usage: ``python benchmarks/sweep_overhead.py [--runs 20] [--ray --ray-runs 8 --ray-epochs 150 --ray-cpus 2]``
 (``--ray-only`` skips part 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -101,6 +102,7 @@ def ray_vs_local(tmp: Path, n: int, epochs: int, cpus: int = 2) -> dict[str, flo
         walls["local"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        startup = time.perf_counter() - t0
         try:
             run_sweep(path, SweepOptions(out=str(tmp / "ray"), executor="ray"), stream=null)
         finally:
@@ -110,13 +112,19 @@ def ray_vs_local(tmp: Path, n: int, epochs: int, cpus: int = 2) -> dict[str, flo
     per_run = {k: statistics.median(a["ended"] - a["started"] for a in st.attempts()) for k, st in stores.items()}
     same = [r.metrics["rows"] for r in stores["local"].runs()] == [r.metrics["rows"] for r in stores["ray"].runs()]
     done = {k: st.counts()["done"] for k, st in stores.items()}
+    pids = {json.loads((Path(r.run_dir) / "result.json").read_text())["pid"] for r in stores["ray"].runs()}
+    in_workers = os.getpid() not in pids
     ratio = walls["ray"] / walls["local"]
     print(f"ray vs local: {n} single-threaded runs of {epochs} epochs, Ray on {cpus} CPUs ({os.cpu_count()} on the machine)")
     print(f"  median run: local {per_run['local']:.1f} s, in a Ray worker {per_run['ray']:.1f} s   (target >= 20 s)")
     print(f"  wall: local {walls['local']:.1f} s, ray {walls['ray']:.1f} s (Ray start-up included): ratio {ratio:.2f}"
-          f"   (target <= 0.6 on 2 CPUs); runs done {done['local']}/{done['ray']}, same results: {same}")
+          f"   (target <= 0.6 on 2 CPUs); runs done {done['local']}/{done['ray']}, same results: {same}, "
+          f"Ray runs in {len(pids)} worker process(es){'' if in_workers else ' INCLUDING THE DRIVER'}")
+    print(f"  of which ray.init {startup:.1f} s; without it the ratio is {(walls['ray'] - startup) / walls['local']:.2f} "
+          "(workers still start inside the runs' time)")
     return {"local_s": walls["local"], "ray_s": walls["ray"], "ratio": ratio, "run_local_s": per_run["local"],
-            "run_ray_s": per_run["ray"], "same_results": same, "done_local": done["local"], "done_ray": done["ray"]}
+            "run_ray_s": per_run["ray"], "same_results": same, "done_local": done["local"], "done_ray": done["ray"], "ray_in_workers": in_workers,
+            "ray_worker_pids": len(pids), "ray_init_s": startup}
 
 
 def main() -> int:
@@ -124,7 +132,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--ray", action="store_true")
     p.add_argument("--ray-runs", type=int, default=8)
-    p.add_argument("--ray-epochs", type=int, default=40)
+    p.add_argument("--ray-epochs", type=int, default=150)
     p.add_argument("--ray-cpus", type=int, default=2)
     p.add_argument("--ray-only", action="store_true", help="skip the overhead measurement")
     args = p.parse_args()

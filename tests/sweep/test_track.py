@@ -97,3 +97,26 @@ def test_without_mlflow_it_is_a_one_line_error_naming_the_extra(sweep_file, tmp_
 def test_a_track_uri_needs_track(sweep_file, tmp_path, capsys):
     assert main(["sweep", str(sweep_file(SWEEP)), "--out", str(tmp_path / "o"), "--track-uri", str(tmp_path)]) == 2
     assert "add --track mlflow" in capsys.readouterr().err
+
+
+def test_train_track_logs_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(PLOTS_BASE)
+    root = tmp_path / "runs"
+    assert main(["train", str(cfg), "--set", f"output.root={root}", "--track", "mlflow"]) in (0, None)
+    import json
+
+    (run_dir,) = [p for p in root.iterdir() if p.name != "mlruns" and p.is_dir()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    client = mlflow_tracking.MlflowClient(str(root / "mlruns"))  # the default location: <output.root>/mlruns
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["data.shift"] == "noise"
+    for split in ("test", "test_shift"):
+        assert run.data.metrics[f"map/{split}/acc_at_1"] == metrics["map"][split]["acc"]
+        assert run.data.metrics[f"map/{split}/ece"] == metrics["map"][split]["ece"]
+    curve = client.get_metric_history(run.info.run_id, "train/train_loss")
+    assert [(m.step, m.value) for m in curve] == [(h["epoch"], h["train_loss"]) for h in metrics["train"]["history"]]
+    assert {"config.yaml", "metrics.json", "plots/reliability_map_test.png"} <= set(all_artifacts(client, run.info.run_id))

@@ -1,8 +1,9 @@
 """``--track mlflow``: each executed run's params, metrics and plots also go to an MLflow tracking location.
 
-The driver (the ``bayespeft sweep`` process, whichever executor ran the run: Ray workers never log) calls
-:meth:`MlflowTracker.log_run` after recording the run's outcome in the store. One MLflow run per attempt, named by the
-run id, in the MLflow experiment named after the sweep:
+``bayespeft sweep``: the driver (whichever executor ran the run: Ray workers never log) calls
+:meth:`MlflowTracker.log_run` after recording the run's outcome in the store; one MLflow run per attempt, named by the
+run id, in the MLflow experiment named after the sweep. ``bayespeft train``: :meth:`MlflowTracker.log_train` after
+the run finished, named after its run directory, in the experiment named after the config's ``name``. Each has
 
 * params: the run's resolved config flattened to dotted keys (``train.lr``), values as JSON text (``0.01``,
   ``true``, ``null``, ``["q", "v"]``; strings as they are);
@@ -11,13 +12,13 @@ run id, in the MLflow experiment named after the sweep:
   numeric run figures (time per epoch, throughputs, peak memory, tuned %, epochs, micro-batch, ...), ``time/{stage}``
   (seconds per stage and in total), and the training curves ``train/{train_loss,val_loss,train_acc,val_acc}`` with
   the epoch as step;
-* artifacts: ``config.yaml``, ``result.json``, ``log.txt`` and every ``*.png`` plot of the run directory (relative
-  paths kept);
-* tags: ``bayespeft.run_id``, ``bayespeft.sweep``, ``bayespeft.status`` and, for a failed run, ``bayespeft.error``;
-  the MLflow run ends ``FINISHED`` or ``FAILED``.
+* artifacts: the :data:`ARTIFACTS` files of the run directory and every ``*.png`` plot under it (relative paths
+  kept);
+* tags: ``bayespeft.run_id`` and ``bayespeft.sweep`` (sweeps) or ``bayespeft.run_dir`` (train), ``bayespeft.status``
+  and, for a failed run, ``bayespeft.error``; the MLflow run ends ``FINISHED`` or ``FAILED``.
 
 Location: ``--track-uri``, else the ``MLFLOW_TRACKING_URI`` environment variable, else the directory
-``<sweep dir>/mlruns`` (MLflow's file store, enabled for this process with ``MLFLOW_ALLOW_FILE_STORE=true``; read it
+``<sweep dir>/mlruns`` (``<output.root>/mlruns`` for ``bayespeft train``; MLflow's file store, enabled for this process with ``MLFLOW_ALLOW_FILE_STORE=true``; read it
 with ``mlflow.MlflowClient(DIR)`` or ``mlflow ui --backend-store-uri DIR``). A run that cannot be logged is a warning
 on stderr: the store, not the tracker, is the sweep's record.
 """
@@ -35,7 +36,8 @@ from .spec import SweepError
 from .store import RunRecord
 
 TRACKERS = ("mlflow",)
-ARTIFACTS = ("config.yaml", "result.json", "log.txt")
+#: files of a run directory logged as artifacts (those that exist), besides every ``*.png`` under it
+ARTIFACTS = ("config.yaml", "result.json", "log.txt", "metrics.json", "history.json")
 CURVES = ("train_loss", "val_loss", "train_acc", "val_acc")
 
 
@@ -75,16 +77,18 @@ def run_metrics(outcome: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def train_curves(run_dir: Path) -> list[tuple[str, float, int]]:
-    """``(name, value, epoch)`` of the training stage's history in ``result.json`` (empty if there is none)."""
+def sweep_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The training stage's per-epoch history in a sweep run's ``result.json`` (empty if there is none)."""
     try:
         stages = json.loads((run_dir / "result.json").read_text()).get("stages") or {}
     except (OSError, ValueError):
         return []
-    out = []
-    for h in ((stages.get("train") or {}).get("train") or {}).get("history") or []:
-        out.extend((f"train/{k}", float(h[k]), int(h["epoch"])) for k in CURVES if _number(h.get(k)) is not None)
-    return out
+    return ((stages.get("train") or {}).get("train") or {}).get("history") or []
+
+
+def train_curves(history: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
+    """``(train/<name>, value, epoch)`` for the :data:`CURVES` of each epoch record."""
+    return [(f"train/{k}", float(h[k]), int(h["epoch"])) for h in history for k in CURVES if _number(h.get(k)) is not None]
 
 
 class MlflowTracker:
@@ -111,30 +115,46 @@ class MlflowTracker:
             self.experiment_id = found.experiment_id
 
     def log_run(self, rec: RunRecord, outcome: dict[str, Any]) -> str | None:
-        """One MLflow run for this attempt of ``rec``; returns its MLflow id (None and a warning if logging failed)."""
+        """One MLflow run for this attempt of the sweep run ``rec``; returns its MLflow id (None and a warning if
+        logging failed)."""
+        run_dir = Path(rec.run_dir or "")
+        tags = {"bayespeft.run_id": rec.id, "bayespeft.sweep": self.experiment}
+        return self._safe(rec.id, rec.config, outcome, run_dir, sweep_history(run_dir), tags)
+
+    def log_train(self, config: dict[str, Any], summary: dict[str, Any]) -> str | None:
+        """One MLflow run for a finished ``bayespeft train`` run (``summary``: what
+        :func:`~bayespeft.experiments.train.train_run` returns), named after its run directory."""
+        from .runner import tidy_metrics
+
+        run_dir = Path(summary["run_dir"])
+        outcome = {"status": "done", "metrics": tidy_metrics({"train": summary}, [{"label": "train", "kind": "train"}])}
+        history = (summary.get("train") or {}).get("history") or []
+        return self._safe(run_dir.name, config, outcome, run_dir, history, {"bayespeft.run_dir": str(run_dir)})
+
+    def _safe(self, name: str, *args: Any) -> str | None:
         try:
-            return self._log(rec, outcome)
-        except Exception as e:  # noqa: BLE001  the store holds the result; the tracker is a copy
-            print(f"warning: --track mlflow: run {rec.id} was not logged to {self.uri}: {type(e).__name__}: {e}",
+            return self._log(name, *args)
+        except Exception as e:  # noqa: BLE001  the store / run directory holds the result; the tracker is a copy
+            print(f"warning: --track mlflow: run {name} was not logged to {self.uri}: {type(e).__name__}: {e}",
                   file=sys.stderr, flush=True)
             return None
 
-    def _log(self, rec: RunRecord, outcome: dict[str, Any]) -> str:
+    def _log(self, name: str, config: dict[str, Any], outcome: dict[str, Any], run_dir: Path,
+             history: list[dict[str, Any]], tags: dict[str, str]) -> str:
         from mlflow.entities import Metric, Param
 
         status = outcome.get("status", "failed")
-        tags = {"bayespeft.run_id": rec.id, "bayespeft.sweep": self.experiment, "bayespeft.status": status}
+        tags = {**tags, "bayespeft.status": status}
         if outcome.get("error"):
             tags["bayespeft.error"] = str(outcome["error"])[:5000]
-        run = self.client.create_run(self.experiment_id, run_name=rec.id, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
-        params = [Param(k, v[:6000]) for k, v in flatten(rec.config).items()]
+        params = [Param(k, v[:6000]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(rid, params=params[i: i + 100])
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in run_metrics(outcome).items()]
-        run_dir = Path(rec.run_dir or "")
-        metrics += [Metric(k, v, now, step) for k, v, step in train_curves(run_dir)]
+        metrics += [Metric(k, v, now, step) for k, v, step in train_curves(history)]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(rid, metrics=metrics[i: i + 1000])
         for path in [*(run_dir / a for a in ARTIFACTS), *sorted(run_dir.rglob("*.png"))]:
@@ -145,13 +165,14 @@ class MlflowTracker:
         return rid
 
 
-def make_tracker(kind: str | None, uri: str | None, sweep_dir: Path, sweep_name: str) -> MlflowTracker | None:
-    """The tracker of ``--track KIND [--track-uri URI]`` (None without ``--track``)."""
+def make_tracker(kind: str | None, uri: str | None, default_dir: Path, experiment: str) -> MlflowTracker | None:
+    """The tracker of ``--track KIND [--track-uri URI]`` (None without ``--track``): MLflow experiment
+    ``experiment`` (the sweep's or the config's name) at ``URI``, ``$MLFLOW_TRACKING_URI`` or ``default_dir/mlruns``."""
     if kind is None:
         if uri is not None:
             raise SweepError("--track-uri is the location for --track mlflow; add --track mlflow")
         return None
     if kind not in TRACKERS:
         raise SweepError(f"unknown tracker {kind!r}; use one of: {', '.join(TRACKERS)}")
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or str(sweep_dir / "mlruns")
-    return MlflowTracker(uri, sweep_name)
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or str(default_dir / "mlruns")
+    return MlflowTracker(uri, experiment)
