@@ -120,3 +120,11 @@ def test_train_track_logs_the_run(tmp_path, monkeypatch, capsys):
     curve = client.get_metric_history(run.info.run_id, "train/train_loss")
     assert [(m.step, m.value) for m in curve] == [(h["epoch"], h["train_loss"]) for h in metrics["train"]["history"]]
     assert {"config.yaml", "metrics.json", "plots/reliability_map_test.png"} <= set(all_artifacts(client, run.info.run_id))
+
+
+def test_an_unusable_tracking_location_is_a_one_line_error_before_any_run(sweep_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_file(SWEEP)), "--out", str(out), "--track", "mlflow", "--track-uri", "bogus://x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --track mlflow: cannot use the tracking location bogus://x (") and "\n" not in err
+    assert not out.exists()

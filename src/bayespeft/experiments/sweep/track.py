@@ -104,15 +104,22 @@ class MlflowTracker:
             Path(uri).mkdir(parents=True, exist_ok=True)
             uri = Path(uri).resolve().as_uri()
         self.uri, self.experiment = uri, experiment
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            try:
-                self.experiment_id = self.client.create_experiment(experiment)
-            except Exception:  # noqa: BLE001  another driver created it first
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
-        else:
-            self.experiment_id = found.experiment_id
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment_id()
+        except Exception as e:  # noqa: BLE001  before any run: a one-line error
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SweepError(f"--track mlflow: cannot use the tracking location {uri} ({first}); pass a directory or "
+                             "a reachable server with --track-uri") from None
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(self.experiment)
+        except Exception:  # noqa: BLE001  another driver created it first
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
 
     def log_run(self, rec: RunRecord, outcome: dict[str, Any]) -> str | None:
         """One MLflow run for this attempt of the sweep run ``rec``; returns its MLflow id (None and a warning if
