@@ -48,18 +48,36 @@ def _print_table(rows: list[dict], cols: list[str]) -> None:
     print(format_table(rows, cols))
 
 
+def _track_args(p, default: str) -> None:
+    p.add_argument("--track", choices=["mlflow"], help="also log the params, metrics and plots to MLflow "
+                   "(pip install 'bayespeft[track]')")
+    p.add_argument("--track-uri", metavar="URI", help=f"MLflow tracking location (default $MLFLOW_TRACKING_URI, "
+                   f"else the directory {default})")
+
+
 @command("train", "MAP fine-tuning of a backbone with an adapter (lora, normtune, hybrid, full, linear)")
 def _train(p):
     _config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="resume an interrupted run from its last checkpoint")
+    _track_args(p, "<output.root>/mlruns")
 
     def run(args):
         from .experiments.train import train_run
 
-        out = train_run(_load(args), run_dir=args.resume, resume=args.resume is not None)
+        cfg = _load(args)
+        tracker = None
+        if args.track or args.track_uri:
+            from pathlib import Path
+
+            from .experiments.sweep.track import make_tracker
+
+            tracker = make_tracker(args.track, args.track_uri, Path(cfg.output.root), cfg.name)
+        out = train_run(cfg, run_dir=args.resume, resume=args.resume is not None)
         rows = [{"split": s, **m} for s, m in out["map"].items()]
         _print_table(rows, ["split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
+        if tracker is not None:
+            tracker.log_train(cfg.model_dump(mode="json"), out)
 
     p.set_defaults(run=run)
 
@@ -292,6 +310,7 @@ def _sweep(p):
     p.add_argument("--out", metavar="DIR", help="sweep directory (default runs/sweeps/<sweep name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of the base config(s), e.g. --set data.root=/data (repeatable)")
+    _track_args(p, "<sweep dir>/mlruns")
 
     def run(args):
         from .experiments.sweep.command import SweepOptions, run_sweep
@@ -299,7 +318,7 @@ def _sweep(p):
         out = run_sweep(args.sweep, SweepOptions(
             validate_only=args.validate_only, dry_run=args.dry_run, max_experiments=args.max_experiments,
             executor=args.executor, address=args.address, retry_failed=args.retry_failed, force=args.force,
-            out=args.out, overrides=tuple(args.overrides)))
+            out=args.out, overrides=tuple(args.overrides), track=args.track, track_uri=args.track_uri))
         if out["counts"] and out["counts"]["failed"]:
             raise SystemExit(1)
 

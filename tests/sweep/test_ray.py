@@ -9,6 +9,12 @@ from bayespeft.experiments.sweep.command import SweepOptions, run_sweep
 from bayespeft.experiments.sweep.store import SweepStore
 
 ray = pytest.importorskip("ray")
+try:
+    import mlflow.tracking  # noqa: F401
+
+    HAVE_MLFLOW = True
+except ImportError:
+    HAVE_MLFLOW = False
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,8 @@ resources: {cpus: 1, memory: 500MB}
 def test_ray_executor_matches_local(sweep_file, tmp_path, local_ray):
     path = sweep_file(SWEEP)
     local = run_sweep(path, SweepOptions(out=str(tmp_path / "local")))
-    res = run_sweep(path, SweepOptions(out=str(tmp_path / "ray"), executor="ray"))
+    track = {"track": "mlflow", "track_uri": str(tmp_path / "mlruns")} if HAVE_MLFLOW else {}
+    res = run_sweep(path, SweepOptions(out=str(tmp_path / "ray"), executor="ray", **track))
     assert res["counts"] == local["counts"] == {"pending": 0, "running": 0, "done": 2, "failed": 1}
     a, b = SweepStore.open(tmp_path / "local"), SweepStore.open(tmp_path / "ray")
     assert [(r.id, r.status, r.metrics["rows"]) for r in a.runs()] == [(r.id, r.status, r.metrics["rows"]) for r in b.runs()]
@@ -51,6 +58,13 @@ def test_ray_executor_matches_local(sweep_file, tmp_path, local_ray):
     pids = {json.loads((tmp_path / "ray" / "runs" / r.id / "result.json").read_text())["pid"] for r in b.runs()}
     assert os.getpid() not in pids  # ... the runs ran in Ray workers
     assert len(b.result_rows()) == len(a.result_rows()) == 2
+    if HAVE_MLFLOW:  # --track: the driver logs the runs the workers ran
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(str(tmp_path / "mlruns"))
+        logged = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+        assert sorted((r.info.run_name, r.info.status) for r in logged) == sorted(
+            (r.id, "FINISHED" if r.status == "done" else "FAILED") for r in b.runs())
 
 
 def test_ray_resources_that_do_not_fit_are_an_error(sweep_file, tmp_path, local_ray):

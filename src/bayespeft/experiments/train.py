@@ -21,11 +21,12 @@ from .run import Built, build, check_outputs, checkpoint_id, evaluate_map, finis
 
 #: Config keys (dotted prefixes) that may differ between an interrupted run and its resumption, because they do
 #: not change the trained weights: the run's name and output settings, the posterior sections (``bayespeft
-#: train`` does not read them), progress display, checkpoint frequency, device, and where/how the data files are
+#: train`` does not read them), progress display, checkpoint frequency, device, out-of-memory handling
+#: (``train.auto_batch_size``: the micro-batch already settled on is kept), and where/how the data files are
 #: found. Everything else must equal the run's ``config.yaml``.
 RESUME_MAY_DIFFER = (
     "name", "output.", "laplace", "layerwise", "sgmcmc", "train.progress", "train.checkpoint_every_epoch", "train.device",
-    "model.offline", "data.root", "data.download", "data.verify_checksums", "data.num_workers",
+    "model.offline", "train.auto_batch_size", "data.root", "data.download", "data.verify_checksums", "data.num_workers",
 )
 
 

@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "checkpoint": ["load_weights", "save_weights", "trainable_state"],
     "config": ["TrainConfig"],
     "loop": ["fit"],
+    "microbatch": ["TrainingOutOfMemoryError"],
     "predict": ["evaluate", "predict_probs"],
     "result": ["EpochRecord", "TrainingDivergedError", "TrainResult"],
 })

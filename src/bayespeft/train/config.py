@@ -61,6 +61,14 @@ class TrainConfig(Section):
         description="Write the last checkpoint (weights + optimiser/scheduler/RNG state) after every epoch so an "
         "interrupted run can resume; if False only at the end.",
     )
+    auto_batch_size: bool = Field(
+        False,
+        description="On an out-of-memory error in a training step, halve the micro-batch (examples per forward/backward "
+        "pass) and accumulate gradients over the batch, so every optimiser step is still the whole batch's (mean "
+        "loss; equal up to float rounding unless the model mixes examples, as BatchNorm does), retrying the step from a "
+        "clean state; the micro-batch it settles on is recorded as train.micro_batch_size in metrics.json. An error "
+        "with a micro-batch of 1 ends the run. Off: the error ends the run.",
+    )
     progress: bool | None = Field(None, description="Progress bars: True/False, or None = only on a terminal.")
 
     @field_validator("lr")

@@ -15,6 +15,11 @@ continues from there and ends with the same weights, bit for bit on CPU, as an u
 ``persistent_workers=True`` keep worker RNG state that cannot be captured; resumption then reproduces everything
 but per-worker randomness.)
 
+Out of memory: with ``auto_batch_size`` an out-of-memory error in a training step halves the micro-batch and keeps
+the batch (and so the optimiser step) by gradient accumulation, retrying the step from a clean state
+(:mod:`.microbatch`); the micro-batch it settles on is kept in the resumable state and reported as
+``micro_batch_size``. Without it the error ends the run.
+
 Divergence: the loss (and, with clipping, the gradient norm) is checked every step before the optimiser step, and
 the validation loss and the weights before any checkpoint write; a non-finite value raises
 :class:`TrainingDivergedError` and leaves the last good checkpoint untouched.
@@ -52,12 +57,13 @@ from .checkpoint import (
     weights_epoch,
 )
 from .config import TrainConfig
+from .microbatch import MicroBatcher
 from .predict import EvalPass, autocast, eval_pass, sync_device
 from .result import EpochRecord, TrainingDivergedError, TrainResult
 
 Callback = Callable[[EpochRecord], None]
 #: Config fields that may change between an interrupted run and its resumption.
-RESUME_MAY_CHANGE = frozenset({"progress", "checkpoint_every_epoch", "device"})
+RESUME_MAY_CHANGE = frozenset({"progress", "checkpoint_every_epoch", "device", "auto_batch_size"})
 
 
 def fit(
@@ -106,8 +112,9 @@ class _Run:
     """What one :func:`fit` call sets up once, and the resumable state ``st`` it updates after every epoch.
 
     ``st`` holds exactly what ``last_state.pt`` stores besides the optimiser/scheduler/RNG states: ``epoch``,
-    ``global_step``, ``best_metric``, ``best_epoch``, ``bad_epochs``, ``stopped_early``, ``history``, ``config``
-    and ``steps_per_epoch``. ``last_saved``: the epoch of the last written ``last_state.pt`` (None before any).
+    ``global_step``, ``best_metric``, ``best_epoch``, ``bad_epochs``, ``stopped_early``, ``history``, ``config``,
+    ``steps_per_epoch`` and ``micro_batch`` (the micro-batch cap of :mod:`.microbatch`, None = whole batches).
+    ``last_saved``: the epoch of the last written ``last_state.pt`` (None before any).
     """
 
     cfg: TrainConfig
@@ -122,6 +129,7 @@ class _Run:
     st: dict[str, Any]
     resumed_from: int | None
     last_saved: int | None
+    batcher: MicroBatcher
 
     @property
     def ckpt_dir(self) -> Path:
@@ -154,6 +162,7 @@ def _setup(model: nn.Module, train_loader: Any, cfg: TrainConfig, run_dir: Path,
     st: dict[str, Any] = {
         "epoch": 0, "global_step": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0,
         "stopped_early": False, "history": [], "config": cfg.model_dump(), "steps_per_epoch": steps_per_epoch,
+        "micro_batch": None,
     }
     resumed_from = None
     if resume and (ckpt_dir / "last_state.pt").exists():
@@ -163,7 +172,8 @@ def _setup(model: nn.Module, train_loader: Any, cfg: TrainConfig, run_dir: Path,
         torch.cuda.reset_peak_memory_stats(device)
     return _Run(cfg=cfg, run_dir=run_dir, device=device, amp_dtype=amp_dtype, named=named, optimizer=optimizer,
                 scheduler=scheduler, generators=generators, steps_per_epoch=steps_per_epoch, st=st,
-                resumed_from=resumed_from, last_saved=resumed_from)
+                resumed_from=resumed_from, last_saved=resumed_from,
+                batcher=MicroBatcher(st.get("micro_batch"), cfg.auto_batch_size, device))
 
 
 def _train_and_validate(run: _Run, model: nn.Module, train_loader: Any, val_loader: Any | None,
@@ -172,7 +182,8 @@ def _train_and_validate(run: _Run, model: nn.Module, train_loader: Any, val_load
     cfg, ckpt_dir = run.cfg, run.ckpt_dir
     try:
         tr = _train_epoch(model, train_loader, run.optimizer, run.scheduler, run.params, cfg, run.device,
-                          run.amp_dtype, epoch, run.steps_per_epoch, run.st["global_step"], ckpt_dir, run.last_saved)
+                          run.amp_dtype, epoch, run.steps_per_epoch, run.st["global_step"], ckpt_dir, run.last_saved,
+                          run.batcher)
         val = None
         if val_loader is not None:
             val = eval_pass(model, val_loader, keep_probs=False, amp_dtype=run.amp_dtype, progress=cfg.progress, desc="val")
@@ -191,6 +202,7 @@ def _record_epoch(run: _Run, epoch: int, tr: dict[str, Any], val: EvalPass | Non
     """Update the best metric, the early-stopping counter and the history in ``run.st``; return the epoch's record."""
     cfg, st = run.cfg, run.st
     st["global_step"] += tr["steps"]
+    st["micro_batch"] = run.batcher.micro
     metric = None if val is None else (val.loss if cfg.monitor == "val_loss" else val.acc)
     improved = _improved(metric, st["best_metric"], cfg)
     if improved:
@@ -248,15 +260,16 @@ def _finish(run: _Run, model: nn.Module, val_loader: Any | None) -> TrainResult:
         inference_throughput=infer_tp, peak_memory_bytes=mem, peak_memory_kind=mem_kind, device=str(run.device),
         precision="bf16" if run.amp_dtype is not None else "fp32", n_trainable_params=sum(p.numel() for p in run.params),
         total_steps=st["global_step"], resumed_from_epoch=run.resumed_from, checkpoint_dir=str(run.ckpt_dir),
-        val_metrics=val_metrics, config=cfg.model_dump(),
+        val_metrics=val_metrics, config=cfg.model_dump(), micro_batch_size=st.get("micro_batch"),
     )
     io.write_json(run.run_dir / "history.json", {"status": "finished", **result.to_dict()})
     return result
 
 
 def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_dtype, epoch, steps_per_epoch,
-                 global_step, ckpt_dir, last_saved) -> dict[str, Any]:
-    """One epoch of optimiser steps; returns mean loss/accuracy, last lr, steps, examples and seconds."""
+                 global_step, ckpt_dir, last_saved, batcher: MicroBatcher) -> dict[str, Any]:
+    """One epoch of optimiser steps (forward/backward by ``batcher``, in micro-batches after an out-of-memory error
+    with ``auto_batch_size``); returns mean loss/accuracy, last lr, steps, examples and seconds."""
     model.train()
     clip = cfg.clip_norm()
     loss_sum = 0.0
@@ -266,16 +279,18 @@ def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_d
     sync_device(device)
     t0 = time.perf_counter()
     bar = progress_bar(loader, desc=f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, enabled=cfg.progress)
+
+    def loss_fn(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with autocast(device, amp_dtype):
+            logits, labels = forward_batch(model, batch)
+        logits = logits.float()
+        return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing), logits, labels
+
     try:
         for batch in bar:
             batch = to_device(batch, device)
-            with autocast(device, amp_dtype):
-                logits, labels = forward_batch(model, batch)
-            logits = logits.float()
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            checks = [loss.detach()]
+            loss, hits, b = batcher.step(loss_fn, batch, optimizer)
+            checks = [loss]
             if clip:
                 checks.append(torch.nn.utils.clip_grad_norm_(params, clip).detach().float())
             values = torch.stack(checks).tolist()  # the one host sync per step
@@ -286,9 +301,8 @@ def _train_epoch(model, loader, optimizer, scheduler, params, cfg, device, amp_d
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
-            b = int(labels.shape[0])
             loss_sum += values[0] * b
-            correct += (logits.detach().argmax(dim=-1) == labels).sum()
+            correct += hits
             n += b
             steps += 1
             if steps >= steps_per_epoch:

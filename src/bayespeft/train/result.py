@@ -50,6 +50,8 @@ class TrainResult:
     ``torch.cuda.max_memory_allocated`` on CUDA (``peak_memory_kind="cuda_max_allocated"``) or the peak resident set
     size of the whole process on CPU (``"process_max_rss"``). ``val_metrics`` holds
     :func:`bayespeft.metrics.classification_metrics` + ``loss`` of the final model on the validation loader.
+    ``micro_batch_size``: the micro-batch (examples per forward/backward pass) that ``auto_batch_size`` settled on
+    after out-of-memory errors, gradients accumulated over each batch; None = whole batches (no such error).
     """
 
     history: list[EpochRecord]
@@ -71,6 +73,7 @@ class TrainResult:
     checkpoint_dir: str
     val_metrics: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    micro_batch_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

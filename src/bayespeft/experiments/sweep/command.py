@@ -8,7 +8,8 @@
   lies under, a file: one-line errors;
 * otherwise: open (or create) the sweep directory's store, refuse a directory made by a different sweep file
   unless ``--force`` (saying what differs), add the new runs, and execute the pending ones (``--max-experiments``,
-  ``--retry-failed``, ``--executor local|ray``).
+  ``--retry-failed``, ``--executor local|ray``), each executed run also logged to MLflow with ``--track mlflow``
+  (:mod:`.track`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class SweepOptions:
     overrides: tuple[str, ...] = ()
     heartbeat_s: float | None = None
     stale_after_s: float | None = None
+    track: str | None = None
+    track_uri: str | None = None
 
 
 def sweep_dir(spec: SweepSpec, out: str | None) -> Path:
@@ -232,12 +235,15 @@ def run_sweep(path: str | Path, opts: SweepOptions | None = None, stream: Any = 
     if plan.invalid:
         raise SweepError(invalid_report(plan) + "\nnothing was run; fix the sweep file (see --validate-only)")
     executor = make_executor(opts, plan)
+    from .track import make_tracker
+
+    tracker = make_tracker(opts.track, opts.track_uri, directory, plan.spec.name)
     store = open_store(plan, directory, opts.force)
     try:
         if opts.retry_failed:
             n = store.retry_failed()
             print(f"retrying {n} failed run(s)", file=stream)
-        exec_opts = ExecOptions(max_experiments=opts.max_experiments)
+        exec_opts = ExecOptions(max_experiments=opts.max_experiments, tracker=tracker)
         if opts.heartbeat_s is not None:
             exec_opts.heartbeat_s = opts.heartbeat_s
         if opts.stale_after_s is not None:

@@ -33,6 +33,8 @@ class ExecOptions:
     max_experiments: int | None = None
     heartbeat_s: float = HEARTBEAT_S
     stale_after_s: float = STALE_AFTER_S
+    #: ``--track``: an object with ``log_run(rec, outcome)`` (:class:`~.track.MlflowTracker`), or None
+    tracker: Any = None
 
 
 class Executor(Protocol):
@@ -42,6 +44,20 @@ class Executor(Protocol):
 
 def task_of(rec: RunRecord) -> RunTask:
     return RunTask(rec.id, rec.run_dir or "", rec.config, rec.stages, rec.differs)
+
+
+def record_outcome(store: SweepStore, rec: RunRecord, owner: Owner, outcome: dict[str, Any], sweep_dir: Path,
+                   opts: ExecOptions, progress: SweepProgress) -> None:
+    """What the driver does with a run's outcome, whichever executor ran it: the store, the results CSV, the
+    tracker (``--track``), the progress line."""
+    recorded = store.finish(rec.id, owner, outcome)
+    if not recorded:
+        print(f"warning: run {rec.id} was reclaimed by another process while it ran (heartbeat older "
+              f"than {opts.stale_after_s:.0f} s?); its outcome here is not recorded", file=sys.stderr)
+    export_results(store, sweep_dir / "results.csv")
+    if recorded and opts.tracker is not None:
+        opts.tracker.log_run(rec, outcome)
+    progress.finished(rec, outcome)
 
 
 class Heartbeat:
@@ -166,9 +182,5 @@ class LocalExecutor:
                     raise
                 finally:
                     hb.discard(rec.id)
-                if not store.finish(rec.id, owner, outcome):
-                    print(f"warning: run {rec.id} was reclaimed by another process while it ran (heartbeat older "
-                          f"than {opts.stale_after_s:.0f} s?); its outcome here is not recorded", file=sys.stderr)
-                export_results(store, sweep_dir / "results.csv")
-                progress.finished(rec, outcome)
+                record_outcome(store, rec, owner, outcome, sweep_dir, opts, progress)
         return n

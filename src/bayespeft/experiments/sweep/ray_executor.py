@@ -14,12 +14,11 @@ that cluster, whose workers must have bayespeft installed and see the sweep dire
 
 from __future__ import annotations
 
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .executor import ExecOptions, Heartbeat, SweepProgress, export_results, task_of
+from .executor import ExecOptions, Heartbeat, SweepProgress, record_outcome, task_of
 from .runner import RunTask, execute_run
 from .spec import Resources, SweepError
 from .store import Owner, SweepStore
@@ -83,11 +82,7 @@ class RayExecutor:
                         except Exception as e:  # noqa: BLE001  the task died: record it, go on
                             outcome = {"status": "failed", "error": f"{type(e).__name__}: {e}".strip()[:2000],
                                        "traceback": traceback.format_exc()}
-                        if not store.finish(rec.id, owner, outcome):
-                            print(f"warning: run {rec.id} was reclaimed while it ran; its outcome is not recorded",
-                                  file=sys.stderr)
-                        export_results(store, sweep_dir / "results.csv")
-                        progress.finished(rec, outcome)
+                        record_outcome(store, rec, owner, outcome, sweep_dir, opts, progress)
         except BaseException:
             for ref, rec in in_flight.items():
                 ray.cancel(ref, force=True)

@@ -198,7 +198,8 @@ def tidy_metrics(outputs: dict[str, dict[str, Any]], stages: list[dict[str, Any]
 
     One row per (posterior, split), the first stage that reports it winning (the MAP rows of the train stage).
     ``run``: tuned-parameter %, time per epoch, throughputs, peak memory, epochs, training time, the epoch a
-    resumed training started from. ``diagnostics``: the SG-MCMC verdicts per sample stage.
+    resumed training started from, the micro-batch after out-of-memory errors (``train.auto_batch_size``).
+    ``diagnostics``: the SG-MCMC verdicts per sample stage.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     run: dict[str, Any] = {}
@@ -226,7 +227,7 @@ def tidy_metrics(outputs: dict[str, dict[str, Any]], stages: list[dict[str, Any]
                 "throughput": tr.get("train_throughput"), "inference_throughput": tr.get("inference_throughput"),
                 "peak_memory_mb": tr["peak_memory_bytes"] / 2**20 if tr.get("peak_memory_bytes") else None,
                 "peak_memory_kind": tr.get("peak_memory_kind"), "device": tr.get("device"),
-                "resumed_from_epoch": tr.get("resumed_from_epoch"),
+                "resumed_from_epoch": tr.get("resumed_from_epoch"), "micro_batch_size": tr.get("micro_batch_size"),
             })
         if st["kind"] == "sample":
             sg = out.get("sgmcmc") or {}
@@ -261,7 +262,8 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     """Run every stage of ``task`` in its directory; the outcome dict goes to :meth:`SweepStore.finish`.
 
     Keys: ``status`` (done/failed), ``metrics`` (:func:`tidy_metrics`), ``rows`` (CSV rows), ``timings``
-    (seconds per stage and in total), ``resources`` (peak memory, throughput, time per epoch, device),
+    (seconds per stage and in total), ``resources`` (peak memory, throughput, time per epoch, device, the
+    micro-batch ``train.auto_batch_size`` settled on),
     ``error`` and ``traceback`` (failed runs), ``versions``, ``git_commit``, ``host``, ``pid``.
     """
     t_start = time.perf_counter()
@@ -289,7 +291,8 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     metrics = tidy_metrics(outputs, task.stages)
     outcome.update(metrics=metrics, timings=timings, rows=read_rows(run_dir, task) if outcome["status"] == "done" else [])
     outcome["resources"] = {k: metrics["run"].get(k) for k in (
-        "peak_memory_mb", "peak_memory_kind", "throughput", "inference_throughput", "time_per_epoch_s", "device")}
+        "peak_memory_mb", "peak_memory_kind", "throughput", "inference_throughput", "time_per_epoch_s", "device",
+        "micro_batch_size")}
     io.write_json(run_dir / "result.json", {"id": task.id, **{k: v for k, v in outcome.items() if k != "rows"},
                                             "stages": outputs})
     return outcome
