@@ -43,6 +43,7 @@ class FullStructure(Structure):
             )
         self.H = torch.zeros(self.d, self.d, dtype=self.dtype, device=self.device)
         self._eig_cache: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._chol_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"H": self.H}
@@ -60,10 +61,23 @@ class FullStructure(Structure):
         return scale * self.H + torch.diag(self.delta_vector(delta))
 
     def cholesky(self, delta, scale) -> torch.Tensor:
-        """``L`` with ``L Lᵀ = P`` (jitter ``1e-6…1e-2 · mean|diag P|``, with a warning, only if ``P`` does not factorise)."""
+        """``L`` with ``L Lᵀ = P`` (jitter ``1e-6…1e-2 · mean|diag P|``, with a warning, only if ``P`` does not factorise).
+
+        Without gradients (the predictive, sampling) the factor is cached for the last ``(H, δ, scale)``: the GLM
+        predictive asks for it once per chunk of test examples and it costs ``O(d³)``.
+        """
+        grad = torch.is_grad_enabled() and (torch.is_tensor(delta) and delta.requires_grad
+                                            or torch.is_tensor(scale) and scale.requires_grad)
+        key = None if grad else (self.H._version, tuple(torch.as_tensor(delta).reshape(-1).tolist()), float(scale))
+        cache = self._chol_cache
+        if key is not None and cache is not None and cache[0] is self.H and cache[1] == key:
+            return cache[2]
         P = self.precision_matrix(delta, scale)
-        return jittered_cholesky(P, relative_jitters(P, first=1e-6, factor=10.0, tries=5, floor=1e-12),
-                                 what="full posterior precision", fix="use a positive prior precision", warn=True)
+        L = jittered_cholesky(P, relative_jitters(P, first=1e-6, factor=10.0, tries=5, floor=1e-12),
+                              what="full posterior precision", fix="use a positive prior precision", warn=True)
+        if key is not None:
+            self._chol_cache = (self.H, key, L.detach())
+        return L
 
     def logdet_precision(self, delta, scale):
         return 2 * self.cholesky(delta, scale).diagonal().log().sum()
