@@ -20,7 +20,9 @@ The steps, each a function below: :func:`step_counts` (run length and burn-in), 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -129,17 +131,20 @@ class ChainWalker:
         return sum(self.keep(step, step - 1) for step in range(1, self.total + 1))
 
     def save(self, chain: int, state: SGMCMCState, status: str, rep: ChainReport, epoch: int, consumed: int,
-             epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> None:
+             epoch_rng: dict[str, Any], now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
         """Write the chain's resume state: sampler state, position (epoch, batches consumed in it), the RNGs at the
-        start of that epoch and now. The parameters are not written again: a resume point is the chain's start
+        start of that epoch and now (``now``: that snapshot, a function returning it, or ``None`` for the global
+        RNGs as they are). The parameters are not written again: a resume point is the chain's start
         (parameters: :func:`initial_params`) or right after a kept sample (parameters: that sample)."""
         info = {"chain": chain, "seed": rep.seed, "status": status, "draws": rep.n_samples, "epoch": epoch,
                 "consumed": consumed, "diverged_at": rep.diverged_at, "reason": rep.reason}
-        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": capture_rng(self.loader) if now is None else now})
+        now = capture_rng(self.loader) if now is None else now() if callable(now) else now
+        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": now})
         self.store.save_chain_state(chain, tensors, meta)
 
     def after_step(self, chain: int, state: SGMCMCState, rep: ChainReport, t: int, ok: torch.Tensor, epoch: int,
-                   consumed: int, epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> torch.Tensor:
+                   consumed: int, epoch_rng: dict[str, Any],
+                   now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> torch.Tensor:
         """After the step taken at schedule index ``t``: update the finiteness flag ``ok`` (returned), stop the chain
         (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state)."""
         ok = ok & torch.isfinite(state.log_prob)
@@ -187,7 +192,7 @@ class ChainWalker:
                     for c, state in zip(active, stepped):
                         states[c], where[c] = state, (epoch, consumed)
                         ok[c] = self.after_step(c, states[c], reps[c], t, ok[c], epoch, consumed, epoch_rng[c],
-                                                streams.now(c))
+                                                partial(streams.now, c))
         for c in chains:
             reps[c].steps = states[c].step
             self.save(c, states[c], "diverged" if reps[c].diverged else "done", reps[c], *where[c], epoch_rng[c],
