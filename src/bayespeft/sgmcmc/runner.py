@@ -144,9 +144,11 @@ class ChainWalker:
 
     def after_step(self, chain: int, state: SGMCMCState, rep: ChainReport, t: int, ok: torch.Tensor, epoch: int,
                    consumed: int, epoch_rng: dict[str, Any],
-                   now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> torch.Tensor:
+                   now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+                   diagnostics: dict[str, Any] | None = None) -> torch.Tensor:
         """After the step taken at schedule index ``t``: update the finiteness flag ``ok`` (returned), stop the chain
-        (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state)."""
+        (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state).
+        ``diagnostics``: the probe's values for this state when already computed (vectorised chains)."""
         ok = ok & torch.isfinite(state.log_prob)
         keep = self.keep(state.step, t)
         if keep:
@@ -157,10 +159,18 @@ class ChainWalker:
             return ok
         if keep:
             params = {k: v.detach() for k, v in state.params.items()}
-            self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
+            diag = self.probe(params) if diagnostics is None else diagnostics
+            self.store.add(chain, params, step=state.step, diagnostics=diag)
             rep.n_samples += 1
             self.save(chain, state, "running", rep, epoch, consumed, epoch_rng, now)
         return ok
+
+    def probe_kept(self, states: list[SGMCMCState], t: int) -> list[dict[str, Any] | None]:
+        """Probe diagnostics of chains in lockstep, in one batched forward when their samples are kept at this step
+        (the chains share the schedule, so either all keep or none); ``None`` each otherwise."""
+        if not states or not self.keep(states[0].step, t):
+            return [None] * len(states)
+        return self.probe.many([{k: v.detach() for k, v in s.params.items()} for s in states])
 
     def run_together(self, chains: list[int], theta0s: dict[int, dict[str, torch.Tensor]], model: nn.Module,
                      stepper: Sampler, pre: PrecomputedLogProb, grad: StackedGradient) -> list[ChainReport]:
@@ -189,10 +199,11 @@ class ChainWalker:
                     batches = [to_device(streams.next(c), self.device) for c in active]
                     t = states[active[0]].step
                     stepped = step_together(stepper, pre, grad, [states[c] for c in active], batches)
-                    for c, state in zip(active, stepped):
+                    diags = self.probe_kept(stepped, t)
+                    for i, (c, state) in enumerate(zip(active, stepped)):
                         states[c], where[c] = state, (epoch, consumed)
                         ok[c] = self.after_step(c, states[c], reps[c], t, ok[c], epoch, consumed, epoch_rng[c],
-                                                partial(streams.now, c))
+                                                partial(streams.now, c), diags[i])
         for c in chains:
             reps[c].steps = states[c].step
             self.save(c, states[c], "diverged" if reps[c].diverged else "done", reps[c], *where[c], epoch_rng[c],
