@@ -19,6 +19,7 @@ materialising parameter gradients. Other parameter types use ``torch.func`` (``v
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -81,8 +82,8 @@ class LinearTaps:
 
     Inside the context run the forward; then :meth:`activations` gives ``a`` ``(B, T, d_in)`` per module and
     :meth:`output_grads` gives ``g = ∂⟨f, v_k⟩/∂h`` ``(K, B, T, d_out)`` for cotangents ``V`` ``(K, B, C)``
-    (one ``autograd.grad`` pass per ``k``; parameter gradients are not computed). A module called several times in
-    one forward contributes all its calls, concatenated along ``T``. A module called once returns views of the
+    (the ``K`` backward passes batched by :func:`batched_grads`; parameter gradients are not computed). A module
+    called several times in one forward contributes all its calls, concatenated along ``T``. A module called once returns views of the
     recorded tensors (no copies); modules fed the very same input tensor (e.g. the q/k/v projections of one
     attention block) share it, which :meth:`input_key` exposes so that callers can reuse per-input work.
     """
@@ -137,23 +138,53 @@ class LinearTaps:
         outs = [o for n in names for o in self._outputs[n]]
         if any(not o.requires_grad for o in outs):
             raise RuntimeError("a tapped Linear output does not require grad; is torch.no_grad() active?")
-        per_k: list[list[torch.Tensor]] = []
         K = V.shape[0]
-        for k in range(K):
-            gs = torch.autograd.grad(logits, outs, V[k], retain_graph=k < K - 1, allow_unused=True)
-            per_k.append([torch.zeros_like(o) if g is None else g.detach() for g, o in zip(gs, outs)])
+        stacked = batched_grads(logits, outs, V)  # one (K, *o.shape) per tapped output
         result: dict[str, torch.Tensor] = {}
         i = 0
         for n in names:
             m = len(self._outputs[n])
-            chunks = []
-            for j in range(m):
-                o = self._outputs[n][j]
-                gk = per_k[0][i + j].unsqueeze(0) if K == 1 else torch.stack([per_k[k][i + j] for k in range(K)])
-                chunks.append(gk.reshape(K, o.shape[0], -1, o.shape[-1]))
+            chunks = [stacked[i + j].reshape(K, o.shape[0], -1, o.shape[-1]) for j, o in enumerate(self._outputs[n])]
             result[n] = chunks[0] if m == 1 else torch.cat(chunks, dim=2)
             i += m
         return result
+
+
+#: elements of the stacked output gradients one batched backward may hold (``2**25`` float32 = 128 MiB); more
+#: cotangents are split into several batched passes
+BATCHED_GRAD_ELEMENTS = 2**25
+
+
+def batched_grads(logits: torch.Tensor, outs: Sequence[torch.Tensor], V: torch.Tensor) -> list[torch.Tensor]:
+    """``[∂⟨f, v_k⟩/∂o stacked over k]`` ``(K, *o.shape)`` for each ``o`` in ``outs``, cotangents ``V`` ``(K, B, C)``.
+
+    ``K`` backward passes as few vmapped ones (``autograd.grad(..., is_grads_batched=True)``: one graph traversal
+    for a chunk of cotangents, the same arithmetic as one pass per ``k``), chunked so that a chunk's stacked output
+    gradients stay under :data:`BATCHED_GRAD_ELEMENTS`. A graph with an operation that has no batching rule falls
+    back to one ``autograd.grad`` per ``k``. Outputs the logits do not depend on get zeros.
+    """
+    K = V.shape[0]
+    step = max(1, min(K, BATCHED_GRAD_ELEMENTS // max(1, sum(o.numel() for o in outs))))
+    parts: list[list[torch.Tensor]] = []
+    for start in range(0, K, step):
+        Vc = V[start : start + step]
+        gs = None
+        if len(Vc) > 1:
+            try:  # the graph is kept: a batched pass that fails half-way leaves it usable for the fallback
+                with warnings.catch_warnings():  # vmap's own per-op fallback is correct, only slower: no user warning
+                    warnings.filterwarnings("ignore", message=".*performance drop.*")
+                    gs = torch.autograd.grad(logits, outs, Vc, retain_graph=True, allow_unused=True,
+                                             is_grads_batched=True)
+            except RuntimeError:  # some operation in the graph has no batching rule
+                gs = None
+        if gs is None:
+            last = start + step >= K
+            keep = [not (last and k == len(Vc) - 1) for k in range(len(Vc))]
+            per_k = [torch.autograd.grad(logits, outs, v, retain_graph=r, allow_unused=True) for v, r in zip(Vc, keep)]
+            gs = [None if g[0] is None else torch.stack(g) for g in zip(*per_k)]
+        parts.append([torch.zeros((len(Vc), *o.shape), dtype=o.dtype, device=o.device) if g is None else g.detach()
+                      for g, o in zip(gs, outs)])
+    return [p[0] if len(parts) == 1 else torch.cat(p) for p in zip(*parts)]
 
 
 def linear_owners(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[str, str]]:

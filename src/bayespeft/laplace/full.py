@@ -43,6 +43,7 @@ class FullStructure(Structure):
             )
         self.H = torch.zeros(self.d, self.d, dtype=self.dtype, device=self.device)
         self._eig_cache: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._chol_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"H": self.H}
@@ -64,6 +65,18 @@ class FullStructure(Structure):
         P = self.precision_matrix(delta, scale)
         return jittered_cholesky(P, relative_jitters(P, first=1e-6, factor=10.0, tries=5, floor=1e-12),
                                  what="full posterior precision", fix="use a positive prior precision", warn=True)
+
+    def cached_cholesky(self, delta, scale) -> torch.Tensor:
+        """:meth:`cholesky` without gradients, kept for the last ``(H, δ, scale)``: the GLM predictive asks for it
+        once per chunk of test examples and sampling once per call, and it costs ``O(d³)``."""
+        key = (self.H._version, tuple(torch.as_tensor(delta).reshape(-1).tolist()), float(scale))
+        cache = self._chol_cache
+        if cache is not None and cache[0] is self.H and cache[1] == key:
+            return cache[2]
+        with torch.no_grad():
+            L = self.cholesky(delta, scale)
+        self._chol_cache = (self.H, key, L)
+        return L
 
     def logdet_precision(self, delta, scale):
         return 2 * self.cholesky(delta, scale).diagonal().log().sum()
@@ -87,7 +100,7 @@ class FullStructure(Structure):
 
     def glm_cov(self, model, batch, forward_fn, delta, scale):
         f, J = self.jacobian(model, batch, forward_fn)
-        L = self.cholesky(delta, scale)
+        L = self.cached_cholesky(delta, scale)
         B, C, d = J.shape
         W = torch.linalg.solve_triangular(L, J.reshape(B * C, d).T, upper=False)  # (d, B C)
         W = W.T.reshape(B, C, d)
@@ -95,7 +108,7 @@ class FullStructure(Structure):
 
     def sample(self, n, delta, scale, generator):
         z = torch.randn(n, self.d, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
-        L = self.cholesky(delta, scale)
+        L = self.cached_cholesky(delta, scale)
         return torch.linalg.solve_triangular(L.T, z.T, upper=True).T
 
     def restrict(self, names):

@@ -119,7 +119,14 @@ def init_state(theta0: Any, seed: int, state_cls: type = SGMCMCState, extra_nois
 
 
 def value_and_grad(log_prob: LogProb, params: Any, leaves: list[Tensor], batch: Any) -> tuple[Tensor, list[Tensor]]:
-    """``(log_prob(params, batch), ∇_θ log_prob)`` by reverse-mode autograd w.r.t. ``leaves`` (the leaves of params)."""
+    """``(log_prob(params, batch), ∇_θ log_prob)`` by reverse-mode autograd w.r.t. ``leaves`` (the leaves of params).
+
+    A ``log_prob`` with a ``precomputed_value_and_grad(params, leaves, batch)`` method (the precomputed gradients of
+    vectorised chains, :class:`~.vectorized.PrecomputedLogProb`) is asked for the pair instead.
+    """
+    own = getattr(log_prob, "precomputed_value_and_grad", None)
+    if own is not None:
+        return own(params, leaves, batch)
     with torch.enable_grad():
         value = log_prob(params, batch)
         if not torch.is_tensor(value) or value.ndim != 0:

@@ -20,7 +20,9 @@ The steps, each a function below: :func:`step_counts` (run length and burn-in), 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -129,19 +131,24 @@ class ChainWalker:
         return sum(self.keep(step, step - 1) for step in range(1, self.total + 1))
 
     def save(self, chain: int, state: SGMCMCState, status: str, rep: ChainReport, epoch: int, consumed: int,
-             epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> None:
+             epoch_rng: dict[str, Any], now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> None:
         """Write the chain's resume state: sampler state, position (epoch, batches consumed in it), the RNGs at the
-        start of that epoch and now. The parameters are not written again: a resume point is the chain's start
+        start of that epoch and now (``now``: that snapshot, a function returning it, or ``None`` for the global
+        RNGs as they are). The parameters are not written again: a resume point is the chain's start
         (parameters: :func:`initial_params`) or right after a kept sample (parameters: that sample)."""
         info = {"chain": chain, "seed": rep.seed, "status": status, "draws": rep.n_samples, "epoch": epoch,
                 "consumed": consumed, "diverged_at": rep.diverged_at, "reason": rep.reason}
-        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": capture_rng(self.loader) if now is None else now})
+        now = capture_rng(self.loader) if now is None else now() if callable(now) else now
+        tensors, meta = chain_state(state, info, {"epoch": epoch_rng, "now": now})
         self.store.save_chain_state(chain, tensors, meta)
 
     def after_step(self, chain: int, state: SGMCMCState, rep: ChainReport, t: int, ok: torch.Tensor, epoch: int,
-                   consumed: int, epoch_rng: dict[str, Any], now: dict[str, Any] | None = None) -> torch.Tensor:
+                   consumed: int, epoch_rng: dict[str, Any],
+                   now: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+                   diagnostics: dict[str, Any] | None = None) -> torch.Tensor:
         """After the step taken at schedule index ``t``: update the finiteness flag ``ok`` (returned), stop the chain
-        (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state)."""
+        (``rep.diverged``) if a due check fails, else keep the sample if due (store, probe, resume state).
+        ``diagnostics``: the probe's values for this state when already computed (vectorised chains)."""
         ok = ok & torch.isfinite(state.log_prob)
         keep = self.keep(state.step, t)
         if keep:
@@ -152,10 +159,18 @@ class ChainWalker:
             return ok
         if keep:
             params = {k: v.detach() for k, v in state.params.items()}
-            self.store.add(chain, params, step=state.step, diagnostics=self.probe(params))
+            diag = self.probe(params) if diagnostics is None else diagnostics
+            self.store.add(chain, params, step=state.step, diagnostics=diag)
             rep.n_samples += 1
             self.save(chain, state, "running", rep, epoch, consumed, epoch_rng, now)
         return ok
+
+    def probe_kept(self, states: list[SGMCMCState], t: int) -> list[dict[str, Any] | None]:
+        """Probe diagnostics of chains in lockstep, in one batched forward when their samples are kept at this step
+        (the chains share the schedule, so either all keep or none); ``None`` each otherwise."""
+        if not states or not self.keep(states[0].step, t):
+            return [None] * len(states)
+        return self.probe.many([{k: v.detach() for k, v in s.params.items()} for s in states])
 
     def run_together(self, chains: list[int], theta0s: dict[int, dict[str, torch.Tensor]], model: nn.Module,
                      stepper: Sampler, pre: PrecomputedLogProb, grad: StackedGradient) -> list[ChainReport]:
@@ -184,10 +199,11 @@ class ChainWalker:
                     batches = [to_device(streams.next(c), self.device) for c in active]
                     t = states[active[0]].step
                     stepped = step_together(stepper, pre, grad, [states[c] for c in active], batches)
-                    for c, state in zip(active, stepped):
+                    diags = self.probe_kept(stepped, t)
+                    for i, (c, state) in enumerate(zip(active, stepped)):
                         states[c], where[c] = state, (epoch, consumed)
                         ok[c] = self.after_step(c, states[c], reps[c], t, ok[c], epoch, consumed, epoch_rng[c],
-                                                streams.now(c))
+                                                partial(streams.now, c), diags[i])
         for c in chains:
             reps[c].steps = states[c].step
             self.save(c, states[c], "diverged" if reps[c].diverged else "done", reps[c], *where[c], epoch_rng[c],
