@@ -115,7 +115,7 @@ def test_local_datasets_and_weights_are_found(env, capsys):
     write_mrpc_tsv(env / "data" / "MRPC" / "train.tsv", 4)
     code, lines = doctor_lines(capsys, env)
     # MRPC without dev.tsv is not a usable dataset yet
-    assert "present cifar10, digits; absent arc_challenge, arc_easy, cifar100, mrpc" in find(lines, "datasets")
+    assert "present cifar10, digits; absent arc_challenge, arc_easy, cifar100, mrpc" in find(lines, "local data")
     assert "in the local hub cache: none;" in find(lines, "pretrained weights")
     assert "not cached yet" in find(lines, "quickstart upstream")
 
@@ -129,7 +129,7 @@ def test_local_datasets_and_weights_are_found(env, capsys):
     up.parent.mkdir(parents=True)
     up.write_bytes(b"")
     code, lines = doctor_lines(capsys, env)
-    assert "present cifar10, digits, mrpc; absent arc_challenge, arc_easy, cifar100" in find(lines, "datasets")
+    assert "present cifar10, digits, mrpc; absent arc_challenge, arc_easy, cifar100" in find(lines, "local data")
     weights = find(lines, "pretrained weights")
     assert "in the local hub cache: roberta-base; not cached: " in weights and "phi-2" in weights.split("not cached")[1]
     assert find(lines, "quickstart upstream") == f"OK    quickstart upstream: cached: {up}"

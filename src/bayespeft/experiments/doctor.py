@@ -222,7 +222,7 @@ def dataset_checks(data_root: Path) -> Iterator[Check]:
     hub = [n for n in absent if n in ("mrpc", "arc_easy", "arc_challenge")]
     if hub:
         msg += f" ({', '.join(hub)}: loaded from the Hugging Face hub through `datasets` when absent)"
-    yield Check("OK", "datasets", msg)
+    yield Check("OK", "local data", msg)
 
 
 def weights_checks() -> Iterator[Check]:
