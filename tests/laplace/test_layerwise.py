@@ -182,11 +182,11 @@ def test_mc_predictive_is_the_average_softmax_of_the_seeded_draws():
     model = lw.posterior.model
     loader = data(model, n=10, seed=3, batch_size=5)
     sets = [["blocks.1"], ["head"], ["blocks.0", "head"]]
-    fast = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11)
-    one = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11, sample_batch=1)
+    fast = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11, sample_batch=4)  # 4 + 2 draws
+    one = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11)  # on CPU: one draw per forward by default
     naive = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11, path="naive")
     assert [p.split(" ")[0] for p in fast.paths] == ["cached-prefix", "cached-prefix", "naive"]
-    assert [p.split("; ")[1] for p in fast.paths] == ["6 draws per forward (expand)"] * 2 + ["6 draws per forward (repeat)"]
+    assert [p.split("; ")[1] for p in fast.paths] == ["4 draws per forward (expand)"] * 2 + ["4 draws per forward (repeat)"]
     assert all(p.endswith("; one draw per forward") for p in one.paths)
     X, _ = loader.dataset.tensors
     for s, a, b in zip(sets, fast.probs, naive.probs):
