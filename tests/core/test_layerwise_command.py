@@ -86,6 +86,10 @@ def test_an_interrupted_run_resumes_from_the_groups_already_done(lw_trained, lw_
     out = lw_trained[0] / "resumed"
     state = json.loads((out / "layer_wise_results.json").read_text())
     assert state["status"] == "interrupted" and [g["name"] for g in state["groups"]] == ["blocks.0"]
+    # the group's ΔECE intervals were written with its row, and are those of the uninterrupted run
+    finished = {r["name"]: r for r in lw_full[0]["groups"]}
+    for split, sp in state["groups"][0]["splits"].items():
+        assert sp["delta_ece_interval"] == finished["blocks.0"]["splits"][split]["delta_ece_interval"]
 
     def recording(*args, on_row, **kwargs):
         return real(*args, on_row=lambda r: (computed.append(r["name"]), on_row(r)), **kwargs)

@@ -13,6 +13,7 @@ import bayespeft.laplace as bl
 from bayespeft.adapters import AdapterConfig, apply_adapter
 from bayespeft.laplace.layerwise import LayerwiseLaplace, sample_logits
 from bayespeft.laplace.prefix import PrefixCache
+from bayespeft.laplace.sample_batch import choose_mode, draws_per_forward, per_draw_parameters
 from bayespeft.metrics import calibration_error
 from bayespeft.models import build_model
 from bayespeft.models.tiny import tiny_model_config
@@ -122,14 +123,71 @@ def test_cached_prefix_gives_the_naive_per_sample_logits(name, group, cached):
         torch.testing.assert_close(model(xb), cache.map_forward((xb, yb))[0])
 
 
+def logits_by_hand(model, post, thetas, X):
+    """``(S, B, C)``: each draw written into the model's parameters, one full forward each, parameters restored."""
+    named = dict(model.named_parameters())
+    out = []
+    with torch.no_grad():
+        backup = {n: named[n].clone() for n in post.param_names}
+        for t in thetas:
+            for n, v in post.structure.unflatten(t).items():
+                named[n].copy_(v)
+            out.append(model(X))
+        for n, v in backup.items():
+            named[n].copy_(v)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    ("name", "group", "mode"),
+    [("micro_vit", "blocks.1", "expand"), ("micro_vit", "head", "expand"), ("micro_vit", "blocks.0", "repeat"),
+     ("micro_vit", "head", "repeat"), ("hf_vit", "vit.layers.1", "expand"), ("hf_vit", "vit.layers.0", "repeat")],
+)
+def test_batched_draws_give_the_logits_of_one_draw_at_a_time(name, group, mode):
+    """Several draws stacked in the batch dimension (each owning module applies draw s to row block s) give, per
+    draw, the logits of writing that draw into the model and running a full forward; the model stays at its MAP."""
+    model = lora_model(name)
+    lw = LayerwiseLaplace.fit(model, data(model, n=8), "block", structure="kfac", progress=False)
+    if group not in lw.names:  # transformers < 5 names the stack encoder.layer
+        group = group.replace("vit.layers", "vit.encoder.layer")
+    post = lw.posterior_of(group)
+    thetas = post.sample(5, generator=torch.Generator().manual_seed(3))
+    xb, yb = next(iter(data(model, n=4, seed=9)))
+    cache = PrefixCache(model, post.forward_fn)
+    k, _ = cache.entry(post.param_names, (xb, yb))
+    _, recorded = cache.map_forward((xb, yb), [k])
+    ref = logits_by_hand(model, post, thetas, xb)
+    assert not torch.allclose(ref[0], ref[1])
+    fast = sample_logits(post, (xb, yb), thetas, cache, k, recorded.get(k), mode=mode, per_forward=3)  # 3 + 2 draws
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    assert choose_mode(post, (xb[:2], yb[:2]), thetas[:2], cache, k, cache.map_forward((xb[:2], yb[:2]), [k])[1].get(k))[0] == (
+        "expand" if k is not None else "repeat")
+    with torch.no_grad():
+        torch.testing.assert_close(model(xb), cache.map_forward((xb, yb))[0])
+
+
+def test_draws_per_forward_fit_the_memory_budget_and_non_leaf_owners_are_refused():
+    assert draws_per_forward(30, 10.0, budget=200) == 15  # room for 20: two forwards of 15
+    assert draws_per_forward(30, 10.0, budget=1000) == 30
+    assert draws_per_forward(30, 10.0, budget=5) == 1 and draws_per_forward(30, None) == 1
+    model = lora_model()
+    block = next(n for n, m in model.named_modules() if n.endswith("blocks.1"))
+    with pytest.raises(ValueError, match="not a leaf module"):
+        with per_draw_parameters(model, {f"{block}.weight": torch.zeros(2, 3)}):
+            pass
+
+
 def test_mc_predictive_is_the_average_softmax_of_the_seeded_draws():
     lw = layerwise("kfac")
     model = lw.posterior.model
     loader = data(model, n=10, seed=3, batch_size=5)
     sets = [["blocks.1"], ["head"], ["blocks.0", "head"]]
-    fast = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11)
+    fast = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11, sample_batch=4)  # 4 + 2 draws
+    one = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11)  # on CPU: one draw per forward by default
     naive = lw.predict_loader(loader, sets, "mc", n_samples=6, seed=11, path="naive")
     assert [p.split(" ")[0] for p in fast.paths] == ["cached-prefix", "cached-prefix", "naive"]
+    assert [p.split("; ")[1] for p in fast.paths] == ["4 draws per forward (expand)"] * 2 + ["4 draws per forward (repeat)"]
+    assert all(p.endswith("; one draw per forward") for p in one.paths)
     X, _ = loader.dataset.tensors
     for s, a, b in zip(sets, fast.probs, naive.probs):
         post = lw.posterior_of(s)  # by hand: same seed -> same draws, written into the model one by one
@@ -146,6 +204,8 @@ def test_mc_predictive_is_the_average_softmax_of_the_seeded_draws():
                     named[n].copy_(v)
         torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b, ref, rtol=1e-5, atol=1e-6)
+    for c, ref in zip(one.probs, naive.probs):
+        torch.testing.assert_close(c, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_mc_approaches_glm_for_the_linear_head_as_samples_grow():
@@ -181,6 +241,8 @@ def test_bad_predictive_arguments_are_rejected():
     loader = data(lw.posterior.model, n=4)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         lw.predict_loader(loader, [["head"]], "mc", n_samples=0)
+    with pytest.raises(ValueError, match="sample_batch must be a positive integer"):
+        lw.predict_loader(loader, [["head"]], "mc", sample_batch=0)
     with pytest.raises(ValueError, match="predictive must be 'mc' or 'glm'"):
         lw.predict_loader(loader, [["head"]], "laplace")
     with pytest.raises(TypeError, match="list of lists"):

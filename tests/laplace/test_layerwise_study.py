@@ -77,6 +77,34 @@ def test_rows_hold_the_hand_computed_metrics_of_each_groups_predictive():
         assert rows["head"]["prior_precision"] == pytest.approx(lw.prior_precision["head"], rel=1e-5)
 
 
+def test_glm_groups_and_reference_rows_come_from_one_pass_of_output_gradients_per_batch(monkeypatch):
+    """The groups and the reference rows ('all', 'last_layer') share one Jacobian pass per batch, and give the
+    numbers of two separate passes (groups; reference sets)."""
+    from bayespeft.laplace.kfac import KfacStructure
+
+    model, loaders, _ = glm_study()
+    real, calls = KfacStructure.glm_cov_parts, []
+
+    def counting(self, *args, **kwargs):
+        calls.append(len(args[-1]))  # the number of parts of this pass
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(KfacStructure, "glm_cov_parts", counting)
+    res = layerwise_study(model, loaders, predictive="glm", progress=False, fit_kwargs={"prior_precision": 1.0})
+    n_batches = sum(len(loaders[s]) for s in ("val", "test"))
+    assert calls == [3] * n_batches  # one pass per batch, over the 3 groups; no second pass for the references
+    lw = lwt.LayerwiseLaplace.fit(model, loaders["train"], "block", structure="kfac", progress=False)
+    lw.tune_priors("marglik")
+    rows = res["groups"] + [res["reference"]["all"], res["reference"]["last_layer"]]
+    sets = [[n] for n in lw.names] + [lw.names, ["head"]]
+    for split in ("val", "test"):
+        y = loaders[split].dataset.tensors[1].numpy()
+        for row, names in zip(rows, sets):  # each set's own posterior, its own Jacobian pass
+            post = lw.posterior_of(names)
+            p = torch.cat([post.predict(b, method="glm") for b in loaders[split]]).numpy()
+            np.testing.assert_allclose(row["splits"][split]["per_example"]["p_true"], p[np.arange(len(y)), y], rtol=1e-5)
+
+
 def greedy_order_by(lw, loader, k: int) -> list[str]:
     """Forward selection by ECE on ``loader``, by brute force over the union posteriors."""
     chosen: list[str] = []

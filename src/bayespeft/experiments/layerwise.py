@@ -16,8 +16,9 @@ Outputs in the output directory (``--out``; default ``<output.root>/<name>-layer
 where the key hashes the checkpoint and the settings, so the same command finds its own directory again):
 
 * ``layer_wise_results.json``: settings, config, seeds, package versions, the MAP metrics, one row per group (name,
-  depth, parameter count, prior precision, per split MAP/Bayes ECE/NLL/acc/Brier, ΔECE, ΔNLL, and at the end the
-  ΔECE interval), the reference rows and the greedy curve; ``"status"`` is ``running`` until everything is written.
+  depth, parameter count, prior precision, per split MAP/Bayes ECE/NLL/acc/Brier, ΔECE, ΔNLL and the ΔECE
+  interval, written with the row), the reference rows and the greedy curve; ``"status"`` is ``running`` until
+  everything is written.
 * ``per_example.safetensors``: per split the MAP's and each row's ``p_true`` / ``confidence`` (float32) and
   ``correct`` (bool), keys ``map/<split>/<field>``, ``group/<name>/<split>/<field>``, ``reference/<label>/...``
   (read by ``bayespeft analyze``).
@@ -160,9 +161,15 @@ def run_study(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig, out: Pat
         io.save_tensors(out / ARRAYS, arrays)
         io.write_json(out / RESULTS, state)
 
+    def on_map(maps: dict[str, Any]) -> None:
+        state["map"] = {s: v["metrics"] for s, v in maps.items()}
+        arrays.update({f"map/{s}/{k}": torch.from_numpy(a) for s, v in maps.items() for k, a in v["per_example"].items()})
+
     def on_row(row: dict[str, Any]) -> None:
         arrays.update(_flat(f"group/{row['name']}", row))
-        state["groups"].append(_strip(row))
+        stripped = _strip(row)
+        add_intervals(stripped, arrays, "group", lc.n_boot, lc.seed)  # with the row, so an interrupted run keeps it
+        state["groups"].append(stripped)
         save()
         first = state["eval_splits"][-1] if "test" not in row["splits"] else "test"
         s = row["splits"][first]
@@ -176,21 +183,21 @@ def run_study(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig, out: Pat
             built.model, loaders, groups=groups, only=[g.name for g in todo], structure=lc.structure,
             predictive=lc.predictive, link=lc.link, n_samples=lc.n_samples, prior=lc.prior,
             greedy=None if greedy_done else lc.greedy, seed=lc.seed, references=not refs_done, skip=done,
-            on_row=on_row, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed},
+            on_row=on_row, on_map=on_map, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed},
         )
-        state["map"] = {s: v["metrics"] for s, v in res["map"].items()}
-        for s, v in res["map"].items():
-            arrays.update({f"map/{s}/{k}": torch.from_numpy(a) for k, a in v["per_example"].items()})
+        on_map(res["map"])
         for label, row in res["reference"].items():
             arrays.update(_flat(f"reference/{label}", row))
             state["reference"][label] = _strip(row)
+            add_intervals(state["reference"][label], arrays, "reference", lc.n_boot, lc.seed)
         if not greedy_done:
             state["greedy"] = res["greedy"]
         order = {g.name: i for i, g in enumerate(groups)}
         state["groups"].sort(key=lambda r: order[r["name"]])
         for kind, rows in (("group", state["groups"]), ("reference", list(state["reference"].values()))):
-            for row in rows:
-                add_intervals(row, arrays, kind, lc.n_boot, lc.seed)
+            for row in rows:  # rows of an older run without their intervals
+                if any("delta_ece_interval" not in sp for sp in row["splits"].values()):
+                    add_intervals(row, arrays, kind, lc.n_boot, lc.seed)
         state["status"] = "finished"
         state.pop("error", None)
         save()

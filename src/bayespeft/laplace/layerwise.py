@@ -16,7 +16,9 @@ Predictives for a set ``S`` (probabilities ``(B, C)``, averaged, never logits):
 
 * ``mc``: ``p = (1/S) Σ_s softmax f(x; θ*_{∖S}, θ_S^{(s)})``, ``θ_S^{(s)} ~ N(θ*_S, P_S⁻¹)``; the same ``n_samples``
   draws (generator seeded with ``seed`` per set) for every batch. The activations entering the first block that
-  ``S`` touches are cached per batch (:mod:`bayespeft.laplace.prefix`); only the rest runs per sample.
+  ``S`` touches are cached per batch (:mod:`bayespeft.laplace.prefix`); only the rest runs per sample, several
+  draws stacked in the batch dimension per forward where memory allows (:mod:`bayespeft.laplace.sample_batch`).
+  Both are detected and checked against the naive path on the first rows of the first batch.
 * ``glm``: logits ``N(f(x), J_S P_S⁻¹ J_Sᵀ)``; one pass of output gradients per batch gives every group's block
   ``J_g P_g⁻¹ J_gᵀ`` (:meth:`Structure.glm_cov_parts`) and a set's covariance is the sum of its groups' blocks
   (block-diagonal structures); ``link`` probit or MC over logits.
@@ -37,9 +39,17 @@ from bayespeft.laplace.groups import GroupBy, ParamGroup, discover_groups, group
 from bayespeft.laplace.posterior import LaplacePosterior
 from bayespeft.laplace.predictive import as_batch, chunks, mc_link_probs, probit_probs
 from bayespeft.laplace.prefix import PrefixCache
+from bayespeft.laplace.sample_batch import (
+    Mode, bytes_per_draw, choose_mode, draws_per_forward, first_rows, sample_logits,
+)
 from bayespeft.progress import progress as progress_bar
 
 Predictive = Literal["mc", "glm"]
+
+#: Examples of the first batch on which the MC paths (cached-prefix entry, batched draws) are detected and checked.
+PROBE_ROWS = 2
+
+__all__ = ["LayerwiseLaplace", "SetPredictions", "sample_logits"]
 
 #: Structures without cross-module curvature: a set's GLM covariance is the sum of its groups' blocks.
 BLOCK_DIAGONAL = ("diag", "kfac", "lowrank_kfac")
@@ -150,11 +160,20 @@ class LayerwiseLaplace:
     def predict_loader(
         self, loader: Iterable[Any], sets: Sequence[Sequence[str]], method: Predictive = "mc", *,
         n_samples: int = 30, link: Literal["probit", "mc"] = "probit", seed: int = 0,
-        path: Literal["auto", "naive"] = "auto", chunk_size: int | None = 32, progress: bool | None = None,
+        path: Literal["auto", "naive"] = "auto", chunk_size: int | None = 32, sample_batch: int | None = None,
+        progress: bool | None = None,
     ) -> SetPredictions:
-        """MAP and Bayesian predictive probabilities on ``loader`` for each set of group names in ``sets``."""
+        """MAP and Bayesian predictive probabilities on ``loader`` for each set of group names in ``sets``.
+
+        MC: ``path="auto"`` uses the cached prefix and runs ``sample_batch`` draws per forward (``None``: one at a
+        time on CPU, where stacking draws does not pay; on an accelerator as many as
+        :data:`~bayespeft.laplace.sample_batch.SAMPLE_BATCH_BYTES` of activations allow);
+        ``"naive"``: full forwards, one draw at a time (the reference). GLM: ``chunk_size`` examples per Jacobian pass.
+        """
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        if sample_batch is not None and (isinstance(sample_batch, bool) or not isinstance(sample_batch, int) or sample_batch < 1):
+            raise ValueError(f"sample_batch must be a positive integer or None, got {sample_batch!r}")
         if method not in ("mc", "glm"):
             raise ValueError(f"predictive must be 'mc' or 'glm', got {method!r}")
         if isinstance(sets, str) or any(isinstance(s, str) for s in sets):
@@ -167,7 +186,7 @@ class LayerwiseLaplace:
         try:
             if method == "glm":
                 return self._glm_loader(loader, sets, link, n_samples, seed, chunk_size, progress)
-            return self._mc_loader(loader, sets, n_samples, seed, path, progress)
+            return self._mc_loader(loader, sets, n_samples, seed, path, sample_batch, progress)
         finally:
             model.train(was_training)
 
@@ -203,55 +222,51 @@ class LayerwiseLaplace:
         return _collect(maps, outs, labels, [f"glm ({link})"] * len(sets))
 
     @torch.no_grad()
-    def _mc_loader(self, loader, sets, n_samples, seed, path, progress) -> SetPredictions:
+    def _mc_loader(self, loader, sets, n_samples, seed, path, sample_batch, progress) -> SetPredictions:
         posts = [self.posterior_of(list(s)) for s in sets]
         thetas = [p.sample(n_samples, generator=torch.Generator().manual_seed(seed)) for p in posts]
         cache = PrefixCache(self.posterior.model, self.posterior.forward_fn)
-        ks: list[int | None] | None = None
-        paths = ["naive (requested)"] * len(sets)
+        plan: list[tuple[int | None, Mode, int]] | None = None
+        paths: list[str] = []
         maps, outs, labels = [], [[] for _ in sets], []
         for batch in self._batches(loader, "layer-wise MC", progress):
-            if ks is None:
-                ks = [None] * len(sets)
-                if path == "auto":
-                    found = cache.entries([p.param_names for p in posts], batch)
-                    ks, paths = [k for k, _ in found], [w for _, w in found]
-            f0, recorded = cache.map_forward(batch, ks)
+            if plan is None:
+                plan, paths = self._mc_plan(cache, posts, thetas, batch, path, sample_batch)
+            f0, recorded = cache.map_forward(batch, [k for k, _, _ in plan])
             maps.append(torch.softmax(f0.float(), -1).cpu())
             labels.append(split_batch(batch)[1].detach().cpu())
-            for i, post in enumerate(posts):
-                logits = sample_logits(post, batch, thetas[i], cache, ks[i], recorded.get(ks[i]))
+            for i, (post, (k, mode, per)) in enumerate(zip(posts, plan)):
+                logits = sample_logits(post, batch, thetas[i], cache, k, recorded.get(k), mode=mode, per_forward=per)
                 outs[i].append(torch.softmax(logits.to(thetas[i].dtype), -1).mean(0).cpu())
-        if ks is None:
+        if plan is None:
             raise ValueError("predict_loader got an empty loader")
         return _collect(maps, outs, labels, paths)
 
+    def _mc_plan(self, cache, posts, thetas, batch, path, sample_batch) -> tuple[list[tuple[int | None, Mode, int]], list[str]]:
+        """Per set ``(k, mode, draws per forward)`` and its path, decided on the first rows of the first batch:
+        the cached-prefix entry (:class:`PrefixCache`) and the batching mode (:func:`choose_mode`)."""
+        if path != "auto":  # the reference: full forwards, one draw at a time
+            return [(None, "loop", 1)] * len(posts), ["naive (requested)"] * len(posts)
+        sub = first_rows(batch, PROBE_ROWS)
+        found = cache.entries([p.param_names for p in posts], sub)
+        _, rec = cache.map_forward(sub, [k for k, _ in found])
+        est = bytes_per_draw([cache.max_output_bytes], _rows(sub), _rows(batch))
+        # CPU default: one draw per forward (stacking draws does not make CPU matmuls faster; on the benchmark ViT 30
+        # stacked draws were 1.5x slower than the loop, out of cache); accelerators: as many as the budget allows
+        on_cpu = self.posterior.structure.device.type == "cpu"
+        per = sample_batch or (1 if on_cpu else draws_per_forward(thetas[0].shape[0], est))
+        plan: list[tuple[int | None, Mode, int]] = []
+        paths: list[str] = []
+        for post, theta, (k, where) in zip(posts, thetas, found):
+            mode, why = choose_mode(post, sub, theta[:2], cache, k, rec.get(k)) if per > 1 else ("loop", "one draw per forward")
+            per_set = per if mode != "loop" else 1
+            plan.append((k, mode, per_set))
+            paths.append(f"{where}; " + (f"{per_set} draws per forward ({why})" if mode != "loop" else why))
+        return plan, paths
 
-def sample_logits(
-    post: LaplacePosterior, batch: Any, thetas: torch.Tensor, cache: PrefixCache | None = None,
-    k: int | None = None, recorded: Any = None,
-) -> torch.Tensor:
-    """Per-sample logits ``(S, B, C)``: ``f(x; θ_s)`` for each row of ``thetas`` ``(S, d)`` (the posterior's subset
-    set to ``θ_s``, everything else at the MAP); with ``cache`` and entry ``k``, units before ``k`` replay
-    ``recorded``. The subset is restored to the posterior mean afterwards."""
-    named = dict(post.model.named_parameters())
-    params = [named[n] for n in post.param_names]
-    out = []
-    try:
-        with torch.no_grad():
-            for theta in thetas:
-                for p, v in zip(params, post.structure.unflatten(theta).values()):
-                    p.copy_(v.to(p.dtype))
-                if cache is not None:
-                    with cache.replay(k, recorded):
-                        out.append(post.forward_fn(post.model, batch)[0])
-                else:
-                    out.append(post.forward_fn(post.model, batch)[0])
-    finally:
-        with torch.no_grad():
-            for p, v in zip(params, post.structure.unflatten(post.mean).values()):
-                p.copy_(v.to(p.dtype))
-    return torch.stack(out)
+
+def _rows(batch: Any) -> int:
+    return int(split_batch(batch)[1].shape[0])
 
 
 def _collect(maps, outs, labels, paths) -> SetPredictions:

@@ -122,6 +122,7 @@ def layerwise_study(
     references: bool = True,
     skip: Collection[str] = (),
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_map: Callable[[dict[str, Any]], None] | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
@@ -138,6 +139,8 @@ def layerwise_study(
         greedy: ``K`` >= 1 for the forward selection by ECE on ``select_split`` (must be a loader).
         skip: group names already done (e.g. by an interrupted run): not evaluated, not in ``groups`` of the result.
         on_row: called with each group row as soon as it is computed (for incremental, atomic saving).
+        on_map: called with the MAP block ``{split: {metrics, per_example}}`` whenever it is (re)computed, before
+            the rows of that call reach ``on_row`` (e.g. to store the MAP arrays a row's interval is paired with).
 
     Returns ``{"config": {...}, "map": {split: {metrics, per_example}}, "groups": [row, ...],
     "reference": {"all": row, "last_layer": row}, "greedy": [step, ...]}`` where a row is ``{name, depth, kind,
@@ -174,23 +177,27 @@ def layerwise_study(
                 "prior_precision": lw.prior_precision[gs[0].name] if len(gs) == 1 else {g.name: lw.prior_precision[g.name] for g in gs},
                 "log_marglik": lw.log_marginal_likelihood(list(names))}
 
-    # one predictive call per group for MC (one row at a time, resumable); all groups in one call for GLM
-    batches = [[g] for g in todo] if predictive == "mc" else [todo] if todo else []
-    for batch in batches:
-        maps, rows = study.rows([[g.name] for g in batch])
+    last = [g for g in lw.groups if g.kind == "head"] or [lw.groups[-1]]
+    ref_sets = {"all": lw.names, "last_layer": [g.name for g in last]} if references else {}
+    # MC: one predictive call per group (one row at a time, resumable), then the reference rows. GLM: the groups and
+    # the reference rows in ONE call, i.e. one pass of output gradients per batch (a set's covariance is the sum of
+    # its groups' blocks), rows still reported group by group.
+    if predictive == "mc":
+        calls = [([g], []) for g in todo] + ([([], list(ref_sets))] if ref_sets else [])
+    else:
+        calls = [(todo, list(ref_sets))] if todo or ref_sets else []
+    for batch, labels in calls:
+        maps, rows = study.rows([[g.name] for g in batch] + [ref_sets[lab] for lab in labels])
         result["map"] = maps
+        if on_map is not None:
+            on_map(maps)
         for g, row in zip(batch, rows):
             full = {**describe([g.name], g.name), **row}
             result["groups"].append(full)
             if on_row is not None:
                 on_row(full)
-    if references:
-        last = [g for g in lw.groups if g.kind == "head"] or [lw.groups[-1]]
-        ref_sets = {"all": lw.names, "last_layer": [g.name for g in last]}
-        maps, rows = study.rows(list(ref_sets.values()))
-        result["map"] = maps
-        for (label, names), row in zip(ref_sets.items(), rows):
-            result["reference"][label] = {**describe(names, label), **row}
+        for label, row in zip(labels, rows[len(batch):]):
+            result["reference"][label] = {**describe(ref_sets[label], label), **row}
     if "map" not in result:
         result["map"], _ = study.rows([lw.names[:1]], keep_examples=False)
     if greedy is not None:

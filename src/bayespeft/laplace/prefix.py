@@ -50,6 +50,8 @@ class PrefixCache:
     def __init__(self, model: nn.Module, forward_fn: ForwardFn) -> None:
         self.model, self.forward_fn = model, forward_fn
         self.units = units_of(model)
+        #: bytes of the largest module output seen by the last :meth:`entries` detection forward (memory estimates)
+        self.max_output_bytes: int = 0
 
     # ---- detection ----------------------------------------------------------------------------------------------
     def entry(self, names: Sequence[str], batch: Any) -> tuple[int | None, str]:
@@ -61,6 +63,12 @@ class PrefixCache:
         """:meth:`entry` for several parameter sets at the cost of one detection forward, one recording forward and
         one spliced (partial) forward per distinct ``k``."""
         if not self.units:
+            handles = self._size_hooks()
+            try:
+                self.forward_fn(self.model, batch)
+            finally:
+                for h in handles:
+                    h.remove()
             return [(None, "naive (no block stack found)")] * len(sets)
         modules = dict(self.model.named_modules())
         calls = [0] * len(self.units)
@@ -93,6 +101,7 @@ class PrefixCache:
             for owner, members in users.items():
                 if owner in modules:
                     handles.append(modules[owner].register_forward_pre_hook(owner_hook(members)))
+            handles += self._size_hooks()
             logits = self.forward_fn(self.model, batch)[0]
         finally:
             for h in handles:
@@ -118,6 +127,18 @@ class PrefixCache:
             else:
                 result.append((k, f"cached-prefix (units 0..{k - 1} of {len(self.units)} replayed, the rest run per sample)"))
         return result
+
+    def _size_hooks(self) -> list[Any]:
+        """Hooks recording the largest module output (bytes) in :attr:`max_output_bytes` (reset here)."""
+        self.max_output_bytes = 0
+
+        def hook(module, args, out):
+            if isinstance(out, (tuple, list)):
+                out = next((o for o in out if torch.is_tensor(o)), None)
+            if torch.is_tensor(out):
+                self.max_output_bytes = max(self.max_output_bytes, out.numel() * out.element_size())
+
+        return [m.register_forward_hook(hook) for m in self.model.modules()]
 
     # ---- per batch ----------------------------------------------------------------------------------------------
     @torch.no_grad()
