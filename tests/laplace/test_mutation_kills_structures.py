@@ -96,3 +96,16 @@ def test_diag_jitter_warning_names_the_diagonal_precision(mlp_data):
     with pytest.warns(RuntimeWarning, match=r"^diagonal posterior precision is not positive definite \(min eigenvalue 0\)"):
         logdet = s.logdet_precision(torch.zeros(len(s.groups), dtype=torch.float64), torch.tensor(1.0))
     assert float(logdet) == pytest.approx(s.d * torch.log(torch.tensor(1e-6)).item())
+
+
+def test_full_size_limit_is_inclusive_and_names_the_size(mlp_data, monkeypatch):
+    import bayespeft.laplace.full as full
+
+    model, _, _ = mlp_data  # d = 4·5 + 5 + 5·3 + 3 = 43
+    params = list(model.named_parameters())
+    monkeypatch.setattr(full, "MAX_FULL_PARAMS", 43)
+    assert L.STRUCTURES.get("full")(model, params).H.shape == (43, 43)
+    monkeypatch.setattr(full, "MAX_FULL_PARAMS", 42)
+    with pytest.raises(ValueError, match=r"^structure 'full' stores a 43 x 43 matrix; choose a smaller subset \(<= 42 "
+                                         r"parameters, e\.g\. subset='last_layer'\) or structure 'diag'/'kfac'/'lowrank_kfac'$"):
+        L.STRUCTURES.get("full")(model, params)
