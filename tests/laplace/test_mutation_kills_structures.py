@@ -109,3 +109,24 @@ def test_full_size_limit_is_inclusive_and_names_the_size(mlp_data, monkeypatch):
     with pytest.raises(ValueError, match=r"^structure 'full' stores a 43 x 43 matrix; choose a smaller subset \(<= 42 "
                                          r"parameters, e\.g\. subset='last_layer'\) or structure 'diag'/'kfac'/'lowrank_kfac'$"):
         L.STRUCTURES.get("full")(model, params)
+
+
+def test_full_cholesky_jitter_schedule_and_messages(mlp_data):
+    """``P = 0`` (``H = 0``, ``δ = 0``): mean |diag P| = 0 is floored at 1e-12, so the first jitter 1e-6 · 1e-12
+    factorises (``L = 1e-9 I``), and the shared-prior log-determinant takes that path too instead of ``log 0``.
+    ``P = -I``: jitters 1e-6 … 1e-2 (5 tries, factor 10) all fail."""
+    model, _, _ = mlp_data
+    s = L.STRUCTURES.get("full")(model, list(model.named_parameters()))
+    zero, one = torch.zeros(len(s.groups), dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"^full posterior precision is not positive definite; adding jitter 1e-18 "
+                                            r"to the diagonal$"):
+        chol = s.cholesky(zero, one)
+    torch.testing.assert_close(chol, 1e-9 * torch.eye(43, dtype=torch.float64), rtol=1e-12, atol=0)
+    with pytest.warns(RuntimeWarning, match="adding jitter 1e-18"):
+        logdet = s.logdet_precision_shared(zero[:1], one)
+    assert float(logdet) == pytest.approx(43 * torch.log(torch.tensor(1e-18, dtype=torch.float64)).item(), rel=1e-12)
+    s.H = -torch.eye(43, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^full posterior precision of shape \(43, 43\) is not positive definite even "
+                                         r"after jitter \(largest jitter tried 0\.01\); use a positive prior precision$"), \
+            pytest.warns(RuntimeWarning):
+        s.cholesky(zero, one)
