@@ -40,7 +40,8 @@ def _data(seed=0, n=40):
     logits = rng.normal(size=(n, 3)) * 2.0
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = np.array([rng.choice(3, p=p) for p in probs])
-    return probs, labels
+    # one example alone in the bin [0.2, 0.4) of 5 bins (no other top-label confidence is that low here)
+    return np.vstack([probs, [[0.36, 0.32, 0.32]]]), np.append(labels, 0)
 
 
 def _bars(ax):
@@ -54,7 +55,7 @@ def _xy(p):
 def test_single_diagram(tmp_path, saved):
     probs, labels = _data()
     d = reliability_diagram_data(probs, labels, n_bins=5)
-    assert (d.count == 0).any() and (d.count > 1).sum() >= 2  # an empty bin and filled ones
+    assert d.count[0] == 0 and d.count[1] == 1 and (d.count > 1).sum() >= 2  # empty, one example, filled bins
     path = plot_reliability_diagram(probs, labels, tmp_path / "r.png", title="MAP", n_bins=5, dpi=50)
     assert matplotlib.image.imread(path).shape[:2] == (round(5.2 * 50), round(4.5 * 50))
     fig = saved[-1]
@@ -83,7 +84,7 @@ def test_single_diagram(tmp_path, saved):
     assert lower[0].get_linewidth() == 0.5
 
     (text,) = ax.texts
-    assert text.get_text() == f"ECE {100 * d.ece:.2f}%\nMCE {100 * d.mce:.2f}%\nN = 40"
+    assert text.get_text() == f"ECE {100 * d.ece:.2f}%\nMCE {100 * d.mce:.2f}%\nN = 41"
     assert text.get_position() == (0.97, 0.05) and text.get_transform() is ax.transAxes
     assert (text.get_ha(), text.get_va(), text.get_fontsize()) == ("right", "bottom", 8)
     _check_finish(ax, axc, "accuracy", "MAP", ["accuracy", "gap to confidence", "perfect calibration"])
@@ -149,11 +150,15 @@ def test_comparison_defaults_and_errors(tmp_path, saved):
     d = reliability_diagram_data(*_data(), n_bins=4)
     empty = reliability_diagram_data(*_data(), n_bins=4)
     empty.count[:] = 0  # no examples: fractions 0, not 0/0
-    path = plot_reliability_comparison({"x": d, "none": empty}, tmp_path / "c.png")
+    single = reliability_diagram_data(np.array([[0.1, 0.9]]), np.array([1]), n_bins=4)
+    path = plot_reliability_comparison({"x": d, "none": empty, "one": single}, tmp_path / "c.png")
     assert matplotlib.image.imread(path).shape[:2] == (round(5.4 * 120), round(5.0 * 120))
     ax, axc = saved[-1].axes
     assert ax.get_title() == "reliability diagram"
-    assert [p.get_height() for p in axc.patches[4:]] == [0.0] * 4
+    assert [p.get_height() for p in axc.patches[4:8]] == [0.0] * 4
+    assert [p.get_height() for p in axc.patches[8:]] == [0.0, 0.0, 0.0, 1.0]  # one example: fraction 1
+    assert [p.get_height() for p in ax.patches[8:]] == [0.0, 0.0, 0.0, 1.0]  # its bin is filled: accuracy 1
+    assert list(ax.get_lines()[2].get_ydata()) == [0.9]  # and has a confidence marker
     with pytest.raises(ValueError, match="^plot_reliability_comparison needs at least one curve$"):
         plot_reliability_comparison({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="^all curves must use the same bins$"):
