@@ -61,3 +61,12 @@ def test_non_positive_precision_names_the_block(ref, mlp_data):
     with pytest.warns(RuntimeWarning, match=r"^KFAC posterior precision of block 'body\.0' is not positive definite"), \
             pytest.raises(ValueError, match=r"^KFAC posterior precision of block 'body\.0' is not positive definite even"):
         s.logdet_precision(delta, torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_prior_precision_enters_the_dense_precision_in_float64(ref, mlp_data):
+    model, X, y = mlp_data
+    post = L.fit(model, ref.loader(X, y), structure="kfac", prior_precision=0.1)
+    P1 = post.precision()
+    post.prior_precision = 0.3
+    diff = post.precision() - P1  # (0.3 - 0.1) I, not float32-rounded
+    torch.testing.assert_close(diff, (0.3 - 0.1) * torch.eye(len(diff), dtype=torch.float64), rtol=0, atol=1e-15)
