@@ -7,6 +7,8 @@ schedule were free to change. References: ``torch.linalg.cholesky`` of the shift
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import warnings
 
@@ -49,3 +51,18 @@ def test_zero_jitter_does_not_warn_and_one_is_a_real_jitter():
 def test_first_jitter_is_zero_in_the_matrix_dtype():
     first = next(relative_jitters(M, first=1e-6, factor=10.0, tries=2))
     assert first.dtype == torch.float64 and first.shape == () and float(first) == 0.0
+
+
+def _factorise_with_warning():
+    return jittered_cholesky(torch.zeros(2, 2, dtype=torch.float64), [1.0], warn=True)
+
+
+@pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampoline adds frames between the caller "
+                    "and jittered_cholesky, so the stack level cannot be checked on its mutants (tests/MUTATION.md)")
+def test_warning_points_at_the_caller_of_the_function_that_factorises():
+    """``stacklevel=3``: the warning names the line that called the function (e.g. ``FullStructure.cholesky``) that
+    called ``jittered_cholesky``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _factorise_with_warning(); line = inspect.currentframe().f_lineno  # noqa: E702
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
