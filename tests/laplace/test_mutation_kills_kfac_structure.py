@@ -70,3 +70,14 @@ def test_prior_precision_enters_the_dense_precision_in_float64(ref, mlp_data):
     post.prior_precision = 0.3
     diff = post.precision() - P1  # (0.3 - 0.1) I, not float32-rounded
     torch.testing.assert_close(diff, (0.3 - 0.1) * torch.eye(len(diff), dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+def test_separate_bias_glm_covariance_is_brute_force(ref, mlp_data):
+    """``J Σ Jᵀ`` with ``bias="separate"`` (bias-only blocks have no weight columns in ``A``) against ``torch.func``
+    Jacobians and the inverse of the dense precision."""
+    model, X, y = mlp_data
+    post = L.fit(model, ref.loader(X, y), structure="kfac", bias="separate", prior_precision=[0.5, 2.0])
+    s = post.structure
+    _, cov = s.glm_cov(model, (X[:6], y[:6]), post.forward_fn, post._prior.expand(len(s.groups)), post._scale())
+    J = ref.brute_jacobian(model, X[:6], post.param_names)
+    torch.testing.assert_close(cov, J @ torch.linalg.inv(post.precision()) @ J.transpose(1, 2), rtol=1e-8, atol=1e-10)
