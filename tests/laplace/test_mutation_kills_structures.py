@@ -130,3 +130,12 @@ def test_full_cholesky_jitter_schedule_and_messages(mlp_data):
                                          r"after jitter \(largest jitter tried 0\.01\); use a positive prior precision$"), \
             pytest.warns(RuntimeWarning):
         s.cholesky(zero, one)
+
+
+@pytest.mark.parametrize(("option", "message"), [("temperature", "temperature must be > 0, got 0"),
+                                                  ("sigma_noise", "sigma_noise must be > 0, got 0.0")])
+def test_zero_temperature_and_noise_are_refused(ref, mlp_data, option, message):
+    model, X, y = mlp_data
+    kw = {option: 0 if option == "temperature" else 0.0}
+    with pytest.raises(ValueError, match="^" + message + "$"):
+        L.fit(model, ref.loader(X, y), structure="diag", **kw)
