@@ -139,3 +139,39 @@ def test_zero_temperature_and_noise_are_refused(ref, mlp_data, option, message):
     kw = {option: 0 if option == "temperature" else 0.0}
     with pytest.raises(ValueError, match="^" + message + "$"):
         L.fit(model, ref.loader(X, y), structure="diag", **kw)
+
+
+def test_gridsearch_regression_uses_the_gaussian_nll_and_the_default_grid(ref):
+    """Default grid ``logspace(-4, 4, 21)``; regression picks the prior of the lowest Gaussian NLL
+    ``−mean_n Σ_d log N(y_nd; μ_nd, v_nd)`` (``torch.distributions.Normal``) of the GLM predictive."""
+    torch.manual_seed(0)
+    model = ref.MLP(d_out=2).double()
+    X = torch.randn(24, 4, dtype=torch.float64)
+    with torch.no_grad():  # residuals of scale 0.4 > σ = 0.3: some, not unbounded, epistemic variance helps
+        Y = model(X) + 0.4 * torch.randn(24, 2, dtype=torch.float64)
+    post = L.fit(model, ref.loader(X, Y), structure="diag", likelihood="regression", sigma_noise=0.3)
+    grid = torch.logspace(-4, 4, 21).tolist()
+    nlls = []
+    for d in grid:
+        post.prior_precision = d
+        mean, var = post.predict(X)
+        nlls.append(float(-torch.distributions.Normal(mean, var.sqrt()).log_prob(Y).sum(-1).mean()))
+    expected = grid[min(range(len(grid)), key=nlls.__getitem__)]
+    assert expected not in (grid[0], grid[-1])  # an interior optimum: another grid would miss it
+    best = post.optimize_prior("gridsearch", val_loader=ref.loader(X, Y), progress=False)
+    assert float(best) == pytest.approx(expected, rel=1e-12)
+
+
+def test_gridsearch_classification_optimum_need_not_come_first(ref, mlp_data):
+    model, X, y = mlp_data
+    post = L.fit(model, ref.loader(X, y), structure="diag")
+    grid = [100.0, 1.0, 0.01]
+    nlls = []
+    for d in grid:
+        post.prior_precision = d
+        nlls.append(float(-post.predict(X)[torch.arange(20), y].log().mean()))
+    assert min(range(3), key=nlls.__getitem__) != 0
+    best = post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=grid, progress=False)
+    assert float(best) == grid[min(range(3), key=nlls.__getitem__)]
+    with pytest.raises(ValueError, match=r"^optimize_prior\(method='gridsearch'\) needs val_loader$"):
+        post.optimize_prior("gridsearch")
