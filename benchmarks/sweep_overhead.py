@@ -17,7 +17,7 @@
    each, their ratio, the median run time under each executor (to check the >= 20 s) and whether both stores hold
    the same results.
 
-Usage: ``python benchmarks/sweep_overhead.py [--runs 20] [--ray --ray-runs 8 --ray-epochs 300 --ray-cpus 2]``
+Usage: ``python benchmarks/sweep_overhead.py [--runs 20] [--ray --ray-runs 8 --ray-epochs 600 --ray-cpus 2]``
 (``--ray-only`` skips part 1).
 """
 
@@ -132,7 +132,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--ray", action="store_true")
     p.add_argument("--ray-runs", type=int, default=8)
-    p.add_argument("--ray-epochs", type=int, default=300)
+    p.add_argument("--ray-epochs", type=int, default=600)
     p.add_argument("--ray-cpus", type=int, default=2)
     p.add_argument("--ray-only", action="store_true", help="skip the overhead measurement")
     args = p.parse_args()
