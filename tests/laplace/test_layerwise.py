@@ -98,23 +98,30 @@ def test_glm_parts_of_one_pass_equal_each_posteriors_own_glm_predictive(structur
         assert torch.equal(res.labels, y)
 
 
+def group_draws(name: str, group: str, structure: str, n_draws: int, seed: int, n: int):
+    """One group's posterior of a LoRA ``name`` model, ``n_draws`` seeded draws, a test batch of ``n`` rows and its
+    prefix cache: ``(model, post, thetas, (xb, yb), cache, key, path, recorded MAP activations)``."""
+    model = lora_model(name)
+    lw = LayerwiseLaplace.fit(model, data(model, n=8), "block", structure=structure, progress=False)
+    if group not in lw.names:  # transformers < 5 names the stack encoder.layer
+        group = group.replace("vit.layers", "vit.encoder.layer")
+    post = lw.posterior_of(group)
+    thetas = post.sample(n_draws, generator=torch.Generator().manual_seed(seed))
+    xb, yb = next(iter(data(model, n=n, seed=9)))
+    cache = PrefixCache(model, post.forward_fn)
+    k, path = cache.entry(post.param_names, (xb, yb))
+    _, recorded = cache.map_forward((xb, yb), [k])
+    return model, post, thetas, (xb, yb), cache, k, path, recorded
+
+
 @pytest.mark.parametrize(
     ("name", "group", "cached"),
     [("micro_vit", "blocks.1", True), ("micro_vit", "head", True), ("micro_vit", "blocks.0", False),
      ("hf_vit", "vit.layers.1", True), ("hf_vit", "classifier", True)],
 )
 def test_cached_prefix_gives_the_naive_per_sample_logits(name, group, cached):
-    model = lora_model(name)
-    lw = LayerwiseLaplace.fit(model, data(model, n=8), "block", structure="diag", progress=False)
-    if group not in lw.names:  # transformers < 5 names the stack encoder.layer
-        group = group.replace("vit.layers", "vit.encoder.layer")
-    post = lw.posterior_of(group)
-    thetas = post.sample(4, generator=torch.Generator().manual_seed(0))
-    xb, yb = next(iter(data(model, n=5, seed=9)))
-    cache = PrefixCache(model, post.forward_fn)
-    k, path = cache.entry(post.param_names, (xb, yb))
+    model, post, thetas, (xb, yb), cache, k, path, recorded = group_draws(name, group, "diag", n_draws=4, seed=0, n=5)
     assert path.startswith("cached-prefix") == cached, path
-    _, recorded = cache.map_forward((xb, yb), [k])
     fast = sample_logits(post, (xb, yb), thetas, cache, k, recorded.get(k))
     naive = sample_logits(post, (xb, yb), thetas)
     assert not torch.allclose(naive[0], naive[1])  # the samples do move the logits
@@ -146,16 +153,7 @@ def logits_by_hand(model, post, thetas, X):
 def test_batched_draws_give_the_logits_of_one_draw_at_a_time(name, group, mode):
     """Several draws stacked in the batch dimension (each owning module applies draw s to row block s) give, per
     draw, the logits of writing that draw into the model and running a full forward; the model stays at its MAP."""
-    model = lora_model(name)
-    lw = LayerwiseLaplace.fit(model, data(model, n=8), "block", structure="kfac", progress=False)
-    if group not in lw.names:  # transformers < 5 names the stack encoder.layer
-        group = group.replace("vit.layers", "vit.encoder.layer")
-    post = lw.posterior_of(group)
-    thetas = post.sample(5, generator=torch.Generator().manual_seed(3))
-    xb, yb = next(iter(data(model, n=4, seed=9)))
-    cache = PrefixCache(model, post.forward_fn)
-    k, _ = cache.entry(post.param_names, (xb, yb))
-    _, recorded = cache.map_forward((xb, yb), [k])
+    model, post, thetas, (xb, yb), cache, k, _, recorded = group_draws(name, group, "kfac", n_draws=5, seed=3, n=4)
     ref = logits_by_hand(model, post, thetas, xb)
     assert not torch.allclose(ref[0], ref[1])
     fast = sample_logits(post, (xb, yb), thetas, cache, k, recorded.get(k), mode=mode, per_forward=3)  # 3 + 2 draws
