@@ -96,6 +96,22 @@ def test_gridsearch_picks_lowest_validation_nll(ref, mlp_data):
         post.optimize_prior("gridsearch")
 
 
+def test_gridsearch_scores_with_the_predictive_it_is_given(ref, mlp_data, monkeypatch):
+    """``optimize_prior("gridsearch", link="mc", ...)`` scores each δ under that predictive, not the default probit."""
+    model, X, y = mlp_data
+    post = L.fit(model, ref.loader(X, y), structure="diag")
+    seen = []
+    real = post.predict_loader
+
+    def spy(loader, progress=None, **kwargs):
+        seen.append(kwargs)
+        return real(loader, progress=progress, **kwargs)
+
+    monkeypatch.setattr(post, "predict_loader", spy)
+    post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=[0.1, 10.0], link="mc", n_samples=3)
+    assert seen == [{"link": "mc", "n_samples": 3}] * 2
+
+
 @pytest.mark.parametrize("backend", ["AsdlGGN", "CurvlinopsGGN"])
 def test_same_numbers_as_laplace_torch(ref, mlp_data, backend):
     laplace = pytest.importorskip("laplace")

@@ -37,3 +37,21 @@ def test_ensemble_of_no_samples_is_an_error():
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"^no samples to average \(empty store or indices\)$"):
         ensemble_predict(model, [], [(torch.ones(1, 2), torch.zeros(1, dtype=torch.long))])
+
+
+def test_ensemble_over_chosen_indices_of_a_store_averages_those_samples_only(tmp_path):
+    """``indices`` picks samples of a store: the average of the softmax of those weights, computed by hand."""
+    from bayespeft.sgmcmc import SampleStore
+
+    model = nn.Linear(2, 3)
+    store = SampleStore(tmp_path / "s")
+    weights = [torch.full((3, 2), float(k)) * torch.tensor([[1.0], [-1.0], [0.5]]) for k in range(3)]
+    for k, w in enumerate(weights):
+        store.add(0, {"weight": w, "bias": torch.zeros(3)}, step=k)
+    x = torch.tensor([[1.0, 0.5], [-0.3, 2.0]])
+    loader = [(x, torch.zeros(2, dtype=torch.long))]
+    want = torch.stack([torch.softmax(x @ weights[k].T, -1) for k in (0, 2)]).mean(0)
+    torch.testing.assert_close(ensemble_predict(model, store, loader, indices=[0, 2]), want)
+    every = torch.stack([torch.softmax(x @ w.T, -1) for w in weights]).mean(0)
+    torch.testing.assert_close(ensemble_predict(model, store, loader), every)
+    assert not torch.allclose(want, every)
