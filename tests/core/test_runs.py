@@ -297,13 +297,19 @@ def _flip_data_byte(file: Path) -> None:
     file.write_bytes(bytes(raw))
 
 
-def test_corrupted_checkpoints_are_named_on_evaluate_and_on_resume(tmp_path, capsys, monkeypatch):
-    cfg = tiny_config(tmp_path, method="lora")
+def interrupted_run(cfg, tmp_path, capsys, monkeypatch):
+    """``bayespeft train CFG`` stopped (exit 130) after its first epoch's checkpoint; its run directory."""
     undo = interrupt_after_first_epoch(monkeypatch)
     assert main(["train", str(cfg)]) == 130
     undo()
     capsys.readouterr()
     (run_dir,) = run_dirs(tmp_path)
+    return run_dir
+
+
+def test_corrupted_checkpoints_are_named_on_evaluate_and_on_resume(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path, method="lora")
+    run_dir = interrupted_run(cfg, tmp_path, capsys, monkeypatch)
     last = run_dir / "checkpoints" / "last.safetensors"
     _flip_data_byte(last)
     assert main(["train", str(cfg), "--resume", str(run_dir)]) == 2
@@ -362,11 +368,7 @@ def test_resume_errors_suggest_what_the_cli_can_do(tmp_path, capsys, monkeypatch
     from bayespeft.train.checkpoint import FORMAT
 
     cfg = tiny_config(tmp_path)
-    undo = interrupt_after_first_epoch(monkeypatch)
-    assert main(["train", str(cfg)]) == 130
-    undo()
-    capsys.readouterr()
-    (run_dir,) = run_dirs(tmp_path)
+    run_dir = interrupted_run(cfg, tmp_path, capsys, monkeypatch)
     last = run_dir / "checkpoints" / "last.safetensors"
     io.save_tensors(last, io.load_tensors(last), metadata={"format": FORMAT, "epoch": "7"})
     assert main(["train", str(cfg), "--resume", str(run_dir)]) == 2

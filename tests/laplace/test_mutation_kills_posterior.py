@@ -36,6 +36,21 @@ def _two_output_blr(ref, structure: str):
     return post, X, Y, W, sigma, expected
 
 
+def record_progress_bars(monkeypatch) -> list[tuple[str, bool]]:
+    """``(desc, enabled)`` of every progress bar ``laplace.posterior`` opens from now on (the bars still run)."""
+    import bayespeft.laplace.posterior as posterior_module
+
+    seen: list[tuple[str, bool]] = []
+    real = posterior_module.progress_bar
+
+    def record(it, *, desc, enabled):
+        seen.append((desc, enabled))
+        return real(it, desc=desc, enabled=enabled)
+
+    monkeypatch.setattr(posterior_module, "progress_bar", record)
+    return seen
+
+
 @pytest.mark.parametrize("structure", ["full", "diag"])
 def test_two_output_regression_log_likelihood_and_evidence(ref, structure):
     post, X, Y, W, sigma, expected = _two_output_blr(ref, structure)
@@ -130,16 +145,7 @@ def test_prior_optimisation_messages_and_progress_switch(ref, mlp_data, monkeypa
         post.optimize_prior("newton")
     with pytest.raises(ValueError, match=r"^tune_sigma applies to likelihood='regression' only$"):
         post.optimize_prior(tune_sigma=True)
-    import bayespeft.laplace.posterior as posterior_module
-
-    seen = []
-    real = posterior_module.progress_bar
-
-    def record(it, *, desc, enabled):
-        seen.append((desc, enabled))
-        return real(it, desc=desc, enabled=enabled)
-
-    monkeypatch.setattr(posterior_module, "progress_bar", record)
+    seen = record_progress_bars(monkeypatch)
     post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=[1.0], progress=False)
     assert ("prior (grid)", False) in seen and all(enabled is False for _, enabled in seen)
 
@@ -169,16 +175,7 @@ def test_lbfgs_prior_optimisation_is_one_strong_wolfe_lbfgs_step_of_n_steps_iter
 def test_marglik_progress_switch_and_label(ref, mlp_data, monkeypatch):
     model, X, y = mlp_data
     post = L.fit(model, ref.loader(X, y), structure="diag")
-    import bayespeft.laplace.posterior as posterior_module
-
-    seen = []
-    real = posterior_module.progress_bar
-
-    def record(it, *, desc, enabled):
-        seen.append((desc, enabled))
-        return real(it, desc=desc, enabled=enabled)
-
-    monkeypatch.setattr(posterior_module, "progress_bar", record)
+    seen = record_progress_bars(monkeypatch)
     post.optimize_prior(n_steps=2, progress=False)
     post.optimize_prior(n_steps=2, progress=True)
     assert seen == [("prior (marglik)", False), ("prior (marglik)", True)]
