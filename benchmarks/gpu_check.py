@@ -9,12 +9,17 @@ a KFAC fit against that training epoch, and 4 SG-MCMC chains against one. Run th
    formats, once on the CPU (the reference) and once per precision on ``--device`` (``train.device``; bf16 =
    ``train.precision=bf16``, autocast of the forward pass). The MAP and posterior test metrics must agree with the
    CPU run within :data:`TOLERANCES` (fp32: the same predictions up to one flip in 20, NLL within 2 %; bf16: up to
-   three flips in 20, NLL within 10 %; flips are counted as ``|Δacc|·n``). ``bayespeft laplace`` evaluates on the
+   three flips in 20, NLL within 10 %; flips are counted as ``|Δacc|·n``). SG-MCMC draws its noise from the
+   device's generator (CUDA's Philox, not the CPU's Mersenne twister), so its chain on the GPU is another sample
+   of the same posterior, not the CPU's chain in other arithmetic: its metrics get :data:`SAMPLED` (up to three
+   flips in 20, NLL within 5 %, ECE within 0.10; measured on an H200 the largest gaps were one flip, 0.4 % NLL
+   and 0.071 ECE on 64 test images) or the precision's tolerance, whichever is wider. ``bayespeft laplace`` evaluates on the
    device the model is built on (the CPU, today), so for Laplace configs only the MAP checkpoint comes from ``--device``.
-2. ViT-B/16 (``vit_base_patch16_224``, random init: nothing is downloaded) + LoRA r=8 on qkv, one epoch of
+2. ViT-B/16 (``vit_base_patch16_224``, random init: nothing is downloaded) + LoRA r=8 on qkv, two epochs of
    ``bayespeft.train.fit`` over random 224×224 images (2048, batch 64; ``--smoke``: a 1-block width-32 ViT at 32×32):
-   images/s and peak memory (``torch.cuda.max_memory_allocated``; process max RSS on the CPU).
-3. ``bayespeft.laplace.fit`` (KFAC, exact GGN) over the same images, as a multiple of that epoch's time.
+   images/s of the second (warm) epoch, the first epoch's time (start-up, autotuning) and peak memory
+   (``torch.cuda.max_memory_allocated``; process max RSS on the CPU).
+3. ``bayespeft.laplace.fit`` (KFAC, exact GGN) over the same images, as a multiple of the warm epoch's time.
 4. ``run_chains`` with 4 SGLD chains, vectorised (``vectorize_chains=True``) and one after another, vs 1 chain (one
    epoch each) on the same model: wall-time ratios (1.0 = the 4 chains cost one; 4.0 = no gain over sequential).
 
@@ -53,6 +58,16 @@ class Tolerance:
 
 
 TOLERANCES = {"fp32": Tolerance(1.0, 0.02, 0.05), "bf16": Tolerance(3.0, 0.10, 0.10)}
+#: the floor for predictives whose draws use the device's random generator (another sample of the same posterior)
+SAMPLED = Tolerance(3.0, 0.05, 0.10)
+SAMPLED_PREDICTIVES = ("sgmcmc",)
+
+
+def tolerance_for(name: str, tol: Tolerance) -> Tolerance:
+    """``tol``, widened to :data:`SAMPLED` for a predictive whose draws come from the device's generator."""
+    if name not in SAMPLED_PREDICTIVES:
+        return tol
+    return Tolerance(*(max(a, b) for a, b in zip(vars(tol).values(), vars(SAMPLED).values(), strict=True)))
 
 
 def require_device(device: str) -> torch.device:
@@ -76,19 +91,19 @@ def compare(reference: dict[str, dict[str, float]], other: dict[str, dict[str, f
         if name not in reference or name not in other:
             problems.append(f"{name}: present in only one run")
             continue
-        r, o = reference[name], other[name]
+        r, o, tol_n = reference[name], other[name], tolerance_for(name, tol)
         n = r.get("n") or 1
         if not all(math.isfinite(o[k]) for k in ("acc", "nll", "ece")):
             problems.append(f"{name}: non-finite metrics {o}")
             continue
-        flips, allowed = abs(o["acc"] - r["acc"]) * n, max(1.0, tol.flips_per_20 * n / 20)
+        flips, allowed = abs(o["acc"] - r["acc"]) * n, max(1.0, tol_n.flips_per_20 * n / 20)
         if flips > allowed + 1e-9:
             problems.append(f"{name}: accuracy {o['acc']:.4f} vs {r['acc']:.4f} on the CPU ({flips:.0f} predictions changed, at most {allowed:.1f})")
         rel = abs(o["nll"] - r["nll"]) / max(abs(r["nll"]), 1e-12)
-        if rel > tol.nll_rel:
-            problems.append(f"{name}: NLL {o['nll']:.4f} vs {r['nll']:.4f} on the CPU (relative {rel:.3f} > {tol.nll_rel})")
-        if abs(o["ece"] - r["ece"]) > tol.ece_abs:
-            problems.append(f"{name}: ECE {o['ece']:.4f} vs {r['ece']:.4f} on the CPU (> {tol.ece_abs} apart)")
+        if rel > tol_n.nll_rel:
+            problems.append(f"{name}: NLL {o['nll']:.4f} vs {r['nll']:.4f} on the CPU (relative {rel:.3f} > {tol_n.nll_rel})")
+        if abs(o["ece"] - r["ece"]) > tol_n.ece_abs:
+            problems.append(f"{name}: ECE {o['ece']:.4f} vs {r['ece']:.4f} on the CPU (> {tol_n.ece_abs} apart)")
     return problems
 
 
@@ -211,14 +226,16 @@ def vit_checks(device: torch.device, precision: str, smoke: bool, root: Path) ->
     n, batch = (64, 16) if smoke else (2048, 64)
     model, size = _vit(smoke, device)
     loader = _images(n, size, batch)
-    cfg = TrainConfig(epochs=1, lr=1e-3, device=device.type if device.index is None else str(device),
+    cfg = TrainConfig(epochs=2, lr=1e-3, device=device.type if device.index is None else str(device),
                       precision=precision, progress=False, checkpoint_every_epoch=False)
     res = train_fit(model, loader, None, cfg, root / "vit_run")
-    epoch_s = res.train_time_s
+    first, warm = res.history[0], res.history[1]  # the first epoch pays CUDA/cuBLAS start-up and autotuning
+    epoch_s = warm.train_time_s
     out: dict[str, Any] = {
         "model": "vit_base_patch16_224" + (" (smoke: 1 block, width 32, 32x32)" if smoke else ""), "images": n,
         "image_size": size, "batch": batch, "precision": precision, "epoch_s": epoch_s,
-        "images_per_s": res.train_throughput, "peak_memory_bytes": res.peak_memory_bytes,
+        "first_epoch_s": first.train_time_s, "images_per_s": warm.train_examples / epoch_s,
+        "peak_memory_bytes": res.peak_memory_bytes,
         "peak_memory_kind": res.peak_memory_kind, "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     _sync(device)
@@ -243,7 +260,8 @@ def vit_checks(device: torch.device, precision: str, smoke: bool, root: Path) ->
 
 def print_vit(v: dict[str, Any]) -> None:
     print(f"  {v['model']} + LoRA, {v['images']} images {v['image_size']}x{v['image_size']}, batch {v['batch']}, "
-          f"{v['precision']}: {v['images_per_s']:.1f} images/s, epoch {v['epoch_s']:.2f} s, peak memory "
+          f"{v['precision']}: {v['images_per_s']:.1f} images/s, warm epoch {v['epoch_s']:.2f} s (first "
+          f"{v['first_epoch_s']:.2f} s), peak memory "
           f"{v['peak_memory_bytes'] / 2**30:.2f} GiB ({v['peak_memory_kind']})")
     print(f"  KFAC fit (exact GGN) over the same images: {v['kfac_fit_s']:.2f} s = {v['kfac_fit_vs_epoch']:.2f}x the epoch")
     print(f"  SGLD, one epoch per chain: 4 vectorised chains {v['chains_4_vectorized_s']:.2f} s, 4 sequential "

@@ -85,6 +85,16 @@ def test_cpu_smoke_runs_every_part(gpu_check, tmp_path, capsys):
     assert "4 vectorised chains" in text and "4 sequential" in text
 
 
+def test_sampled_predictives_get_the_wider_tolerance(gpu_check):
+    fp32 = gpu_check.TOLERANCES["fp32"]
+    ref = {"map": metrics(), "sgmcmc": metrics()}
+    ece_off = {"map": metrics(ece=0.17), "sgmcmc": metrics(ece=0.17)}  # 0.07 apart: a sample's gap, not a map's
+    assert [p.split(":")[0] for p in gpu_check.compare(ref, ece_off, fp32)] == ["map"]
+    far = {"map": metrics(), "sgmcmc": metrics(ece=0.21)}  # 0.11 apart: outside SAMPLED too
+    assert [p.split(":")[0] for p in gpu_check.compare(ref, far, fp32)] == ["sgmcmc"]
+    assert gpu_check.tolerance_for("sgmcmc", gpu_check.TOLERANCES["bf16"]) == gpu_check.Tolerance(3.0, 0.10, 0.10)
+
+
 def test_only_and_skip_vit_select_parts(gpu_check, tmp_path, capsys):
     out = tmp_path / "report.json"
     assert gpu_check.main(["--device", "cpu", "--smoke", "--skip-vit", "--only", "arc_phi2_lora_laplace",
