@@ -145,6 +145,27 @@ def test_packaged_literature_file_is_valid_and_sourced():
     assert any(e["value"] == 5.20 and e["metric"] == "error" for e in entries)
 
 
+def test_vit_b16_cifar100_references_match_only_their_setting():
+    entries = {e["id"]: e for e in load_literature()}
+    full, lora = entries["vit-b16-cifar100-full-finetuning"], entries["vit-b16-cifar100-lora-r8"]
+    assert full["value"] == 91.67 and "Table 5" in full["source"]["table"] and "384" in full["source"]["setting"]
+    assert lora["value"] == 92.43 and "not a table printed" in lora["source"]["paper"]
+
+    def recs(accs, **over):
+        cfg = {"model": {"name": "vit_base_patch16_224", "image_size": over.get("size")}, "data": {"name": "cifar100"},
+               "adapter": {"method": over["method"], "r": over.get("r", 8)}}
+        return [{"config": cfg, "posterior": "map", "split": "test", "acc@1": a} for a in accs]
+
+    (row,) = check_literature([full], recs([0.915, 0.918, 0.920], method="full", size=384))  # t-interval holds 91.67
+    assert row["verdict"] == "within" and row["runs"] == 3
+    (row,) = check_literature([full], recs([0.90, 0.91], method="full", size=224))  # another resolution
+    assert row["verdict"] == "no comparable run"
+    (row,) = check_literature([lora], recs([0.880, 0.885, 0.882], method="lora"))  # whole interval below 92.43
+    assert row["verdict"] == "below"
+    (row,) = check_literature([lora], recs([0.93, 0.94], method="lora", r=16))  # another rank
+    assert row["verdict"] == "no comparable run"
+
+
 def test_bad_literature_file(tmp_path):
     bad = tmp_path / "lit.yaml"
     bad.write_text("- {id: a, metric: acc, value: 1, source: {paper: p}, match: {adapter.rank: 2}, interval: [2, 3]}\n")
