@@ -12,9 +12,10 @@ a KFAC fit against that training epoch, and 4 SG-MCMC chains against one. Run th
    three flips in 20, NLL within 10 %; flips are counted as ``|Δacc|·n``). SG-MCMC draws its noise from the
    device's generator (CUDA's Philox, not the CPU's Mersenne twister), so its chain on the GPU is another sample
    of the same posterior, not the CPU's chain in other arithmetic: its metrics get :data:`SAMPLED` (up to three
-   flips in 20, NLL within 5 %, ECE within 0.10; measured on an H200 the largest gaps were one flip, 0.4 % NLL
-   and 0.071 ECE on 64 test images) or the precision's tolerance, whichever is wider. ``bayespeft laplace`` evaluates on the
-   device the model is built on (the CPU, today), so for Laplace configs only the MAP checkpoint comes from ``--device``.
+   flips in 20, NLL within 5 %, ECE within 0.10; measured on an H200 the largest gaps were one flip, 0.56 % NLL
+   and 0.071 ECE on 64 test images) or the precision's tolerance, whichever is wider. ``bayespeft laplace`` and
+   ``bayespeft sample`` load the checkpoint onto ``train.device`` and fit / sample / evaluate there, so every stage
+   runs on ``--device``.
 2. ViT-B/16 (``vit_base_patch16_224``, random init: nothing is downloaded) + LoRA r=8 on qkv, two epochs of
    ``bayespeft.train.fit`` over random 224×224 images (2048, batch 64; ``--smoke``: a 1-block width-32 ViT at 32×32):
    images/s of the second (warm) epoch, the first epoch's time (start-up, autotuning) and peak memory
