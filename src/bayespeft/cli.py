@@ -345,8 +345,10 @@ def _report(p):
             plots=not args.no_plots, out=args.out))
         out = args.out or f"{args.sweep_dir}/report"
         for row in doc["literature"]:
-            print(f"literature {row['reference']}: published {row['published']} {row['interval'] or ''}, "
-                  f"measured {row['measured']} over {row['runs']} run(s): {row['verdict']}")
+            published = f"{row['published']}" + (f" {row['interval']}" if row["interval"] else "")
+            measured = "n/a" if row["measured"] is None else f"{row['measured']:.4g}"
+            print(f"literature {row['reference']}: published {published}, measured {measured} over {row['runs']} "
+                  f"run(s): {row['verdict']}")
         print(f"{doc['n_records']} records from {doc['counts']['done']} done runs; report: {out}/report.md")
 
     p.set_defaults(run=run)

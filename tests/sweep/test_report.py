@@ -98,8 +98,11 @@ def test_cli_writes_files_and_plots(tmp_path, capsys):
     assert "| published interval: the runs' mean inside it |" in md  # each literature row says its rule
     for f in doc["figures"]:
         assert (out / "plots" / f["path"].split("/")[-1]).stat().st_size > 1000
+    printed = capsys.readouterr().out  # one line per reference: its published value (and interval) and the verdict
+    assert ("literature vit-b16-cifar100-full-finetuning: published 91.67, measured n/a over 0 run(s): no comparable "
+            "run") in printed
+    assert "literature lora-roberta-base-mrpc: published 89.7 [89.0, 90.4], measured " in printed
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 3  # header; 4 groups x (acc@1, ece, tuned_%)
-    assert "no comparable run" in capsys.readouterr().out
     assert main(["report", str(tmp_path), "--by", "model,methd"]) == 2
     assert "did you mean" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
