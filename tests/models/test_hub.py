@@ -165,6 +165,29 @@ def test_transformers_online_asks_for_the_hub_id_without_local_files_only(online
     assert model_fp.calls[-1][1]["local_files_only"] is True and tok_fp.calls[-1][1]["local_files_only"] is True
 
 
+@pytest.mark.parametrize("name, hub_id", [("hf_vit", "google/vit-base-patch16-224-in21k"),
+                                          ("hf_deit", "facebook/deit-base-patch16-224")])
+def test_transformers_image_models_download_their_hub_id(name, hub_id, online, monkeypatch):
+    import transformers
+
+    def tiny(src, **kw):  # a small real ViT/DeiT in place of the download, as from_pretrained returns it
+        conf_cls = transformers.ViTConfig if name == "hf_vit" else transformers.DeiTConfig
+        conf = conf_cls(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        image_size=16, patch_size=4, num_labels=kw["num_labels"])
+        model_cls = transformers.ViTForImageClassification if name == "hf_vit" else transformers.DeiTForImageClassification
+        return model_cls(conf), {"missing_keys": [], "mismatched_keys": []}
+
+    model_fp = Recorder(tiny)
+    proc_fp = Recorder(None, OSError("no image processor"))
+    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", model_fp)
+    monkeypatch.setattr(transformers.AutoImageProcessor, "from_pretrained", proc_fp)
+    with pytest.warns(UserWarning, match="using ImageNet mean/std"):
+        model = build_model(ModelConfig(name=name), 5)
+    assert [c[0] for c in model_fp.calls] == [hub_id] and [c[0] for c in proc_fp.calls] == [hub_id]
+    assert all("local_files_only" not in kw for _, kw in model_fp.calls + proc_fp.calls)
+    assert model.backbone.classifier.out_features == 5 and model.input_spec.image_size == 16
+
+
 def test_transformers_failed_download_is_one_line_naming_id_and_cache(hub_cache, online, monkeypatch):
     import transformers
 

@@ -1,6 +1,7 @@
 """transformers image classifiers: ``hf_vit`` (ViT) and ``hf_deit`` (DeiT, without the distillation token head).
 
-Pretrained: ``AutoModelForImageClassification.from_pretrained(path or hub id)`` (a hub id is downloaded into the hub
+Pretrained: ``AutoModelForImageClassification.from_pretrained(model.path or the hub id: hf_vit
+``google/vit-base-patch16-224-in21k``, hf_deit ``facebook/deit-base-patch16-224``)`` (a hub id is downloaded into the hub
 cache when missing unless offline, see :mod:`bayespeft.models.hub`) with a new ``classifier`` of ``num_classes``
 outputs; input normalisation from the directory's image processor. From config (``pretrained: false``): a
 ``ViTConfig``/``DeiTConfig`` with ``overrides`` and ImageNet mean/std. ``image_size`` different from the checkpoint's
@@ -69,9 +70,15 @@ def _hf_image_builder(config_cls_name: str, model_cls_name: str):
     return build
 
 
-register_model("hf_vit", "hf_image", True, description="transformers ViTForImageClassification (model.path or config)")(
+#: pretrained weights when no model.path is given: ViT-B/16 pre-trained on ImageNet-21k (the usual starting point for
+#: transfer studies) and DeiT-B/16 (ImageNet-1k, the non-distilled model that DeiTForImageClassification loads fully)
+VIT_HUB_ID, DEIT_HUB_ID = "google/vit-base-patch16-224-in21k", "facebook/deit-base-patch16-224"
+
+register_model("hf_vit", "hf_image", True, hub_id=VIT_HUB_ID,
+               description=f"transformers ViTForImageClassification ({VIT_HUB_ID}, model.path or config)")(
     _hf_image_builder("ViTConfig", "ViTForImageClassification")
 )
-register_model("hf_deit", "hf_image", True, description="transformers DeiTForImageClassification (model.path or config)")(
+register_model("hf_deit", "hf_image", True, hub_id=DEIT_HUB_ID,
+               description=f"transformers DeiTForImageClassification ({DEIT_HUB_ID}, model.path or config)")(
     _hf_image_builder("DeiTConfig", "DeiTForImageClassification")
 )
