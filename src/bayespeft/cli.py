@@ -387,7 +387,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; completed work is saved in the run directory", file=sys.stderr)
         return 130
+    except Exception as e:  # an accelerator out of memory anywhere (evaluation, Laplace, sampling): one line
+        if os.environ.get("BAYESPEFT_DEBUG") or not out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"error: out of memory in `bayespeft {args.command}` ({first}). Lower data.eval_batch_size (evaluation, "
+              "Laplace fits and predictives) or data.batch_size, set train.auto_batch_size=true (training steps) or "
+              "train.precision=bf16, or use a device with more memory; completed work is saved in the run directory",
+              file=sys.stderr)
+        return 1
     return int(status or 0)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """``torch.OutOfMemoryError`` (and its CUDA alias), or a ``RuntimeError`` saying "out of memory" (MPS, XPU, older
+    torch): checked by name, so this module needs no torch import."""
+    if any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
 
 
 @contextlib.contextmanager

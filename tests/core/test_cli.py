@@ -7,6 +7,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+import torch
 
 from bayespeft.cli import COMMANDS, main
 
@@ -149,3 +150,29 @@ def test_list_reads_each_registry(what, capsys):
     assert names == sorted(names) and KNOWN[what] <= set(names)
     others = set().union(*(v for k, v in KNOWN.items() if k != what)) - KNOWN[what]
     assert not others & set(names), f"`bayespeft list {what}` shows names of another registry"
+
+
+def test_out_of_memory_outside_a_training_step_is_one_line(tmp_path, capsys, monkeypatch):
+    import bayespeft.experiments.train as pipeline
+    from bayespeft.cli import out_of_memory
+
+    cfg = tiny_config(tmp_path, method="normtune")
+
+    def oom(*args, **kwargs):  # what torch raises when an evaluation batch does not fit on the GPU
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.77 GiB total)\nmore")
+
+    monkeypatch.setattr(pipeline, "fit", oom)
+    assert main(["train", str(cfg), "--set", f"output.root={tmp_path / 'runs'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: out of memory in `bayespeft train` (CUDA out of memory. "
+                                                   "Tried to allocate 2.00 GiB (GPU 0; 15.77 GiB total)). Lower")
+    assert "data.eval_batch_size" in err and "Traceback" not in err
+    assert out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"))
+    assert not out_of_memory(RuntimeError("expected scalar type Float")) and not out_of_memory(ValueError("x"))
+
+    def other(*args, **kwargs):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(pipeline, "fit", other)  # any other error keeps its traceback
+    with pytest.raises(RuntimeError, match="a bug, not memory"):
+        main(["train", str(cfg), "--set", f"output.root={tmp_path / 'runs'}"])
