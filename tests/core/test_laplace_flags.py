@@ -76,6 +76,27 @@ def test_subset_flag_takes_backbone_names(trained, capsys):
     assert out["laplace"]["label"] == "laplace-diag[blocks.0.attn.qkv+head]"
 
 
+def test_gridsearch_prior_is_scored_under_the_evaluated_predictive(trained, capsys, monkeypatch):
+    """``--prior gridsearch --predictive glm --link mc``: each δ is scored with the predictive that is then evaluated
+    (``pred_method``/``link``/``n_samples``/``chunk_size`` of the config), not the default GLM + probit."""
+    from bayespeft.laplace.posterior import LaplacePosterior
+
+    cfg, run = trained
+    seen = []
+    real = LaplacePosterior.predict_loader
+
+    def spy(self, loader, progress=None, **kwargs):
+        seen.append(kwargs)
+        return real(self, loader, progress=progress, **kwargs)
+
+    monkeypatch.setattr(LaplacePosterior, "predict_loader", spy)
+    capsys.readouterr()
+    assert main(["laplace", str(cfg), "--checkpoint", run, "--structure", "diag", "--prior", "gridsearch",
+                 "--predictive", "glm", "--link", "mc", "--set", "laplace.n_samples=7"]) == 0
+    assert len(seen) == 21 + 1 and all(k["method"] == "glm" and k["link"] == "mc" and k["n_samples"] == 7 for k in seen)
+    assert seen[0] == seen[-1]  # the 21 grid points (val), then the test split: the same predictive
+
+
 # ---- the library's subset selection -------------------------------------------------------------------------------
 def lora_micro_vit(method: str = "lora"):
     from bayespeft.adapters import AdapterConfig, apply_adapter

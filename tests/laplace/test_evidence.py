@@ -110,6 +110,11 @@ def test_gridsearch_scores_with_the_predictive_it_is_given(ref, mlp_data, monkey
     monkeypatch.setattr(post, "predict_loader", spy)
     post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=[0.1, 10.0], link="mc", n_samples=3)
     assert seen == [{"link": "mc", "n_samples": 3}] * 2
+    seen.clear()
+    post.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=[0.1, 10.0], pred_method="mc", n_samples=2)
+    assert seen == [{"method": "mc", "n_samples": 2}] * 2  # predict's ``method``, which optimize_prior's own shadows
+    with pytest.raises(ValueError, match=r"takes no predictive options \(pred_method, link\); they apply to"):
+        post.optimize_prior("marglik", pred_method="mc", link="mc")
 
 
 @pytest.mark.parametrize("backend", ["AsdlGGN", "CurvlinopsGGN"])

@@ -39,7 +39,8 @@ def fit_and_evaluate(cfg: ExperimentConfig, built: Built, run_dir: Path, lc: Lap
     if lc.prior_method == "marglik":
         post.optimize_prior("marglik", layerwise=lc.layerwise_prior, n_steps=lc.prior_steps, lr=lc.prior_lr)
     elif lc.prior_method == "gridsearch":
-        post.optimize_prior("gridsearch", val_loader=built.loaders.val)
+        post.optimize_prior("gridsearch", val_loader=built.loaders.val, pred_method=lc.predictive, link=lc.link,
+                            n_samples=lc.n_samples, chunk_size=lc.chunk_size)  # δ scored under the evaluated predictive
     prior_s = time.perf_counter() - t0
     out: dict[str, Any] = {
         "label": label,

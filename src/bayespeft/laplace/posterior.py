@@ -138,6 +138,7 @@ class LaplacePosterior:
         val_loader: Iterable[Any] | None = None,
         grid: Sequence[float] | None = None,
         progress: bool | None = None,
+        pred_method: Literal["glm", "mc"] | None = None,
         **predict_kwargs: Any,
     ) -> torch.Tensor:
         """Tune the prior precision in place and return it.
@@ -145,10 +146,18 @@ class LaplacePosterior:
         ``"marglik"``: maximise :meth:`log_marginal_likelihood` over ``log δ`` (scalar, or per group when
         ``layerwise``; regression can also tune ``log σ`` with ``tune_sigma``) with Adam (``n_steps``, ``lr``) or
         LBFGS. ``"gridsearch"``: the scalar ``δ`` in ``grid`` (default ``logspace(-4, 4, 21)``) with the lowest
-        validation NLL under :meth:`predict_loader` (``predict_kwargs`` are passed on); needs ``val_loader``.
+        validation NLL under :meth:`predict_loader` (``predict_kwargs`` -- ``link``, ``n_samples``, ``chunk_size``,
+        ``generator`` -- are passed on, ``pred_method`` as :meth:`predict`'s ``method``: score δ under the predictive
+        you will use, as laplace-torch's ``pred_type``); needs ``val_loader``.
         """
         if method == "gridsearch":
+            if pred_method is not None:
+                predict_kwargs = {**predict_kwargs, "method": pred_method}
             return self._gridsearch(val_loader, grid, progress, predict_kwargs)
+        if pred_method is not None or predict_kwargs:
+            unused = (["pred_method"] if pred_method is not None else []) + sorted(predict_kwargs)
+            raise ValueError(f"optimize_prior('marglik') takes no predictive options ({', '.join(unused)}); they "
+                             "apply to method='gridsearch'")
         if method != "marglik":
             raise ValueError(f"method must be 'marglik' or 'gridsearch', got {method!r}")
         init = self._prior.expand(len(self.groups)) if layerwise else self._prior[:1] if self._prior.numel() == 1 else self._prior
