@@ -82,6 +82,13 @@ def _train(p):
     p.set_defaults(run=run)
 
 
+def _value_flags(p, table: list[tuple[str, str]]) -> list[str]:
+    """``--FLAG VALUE`` options (strings, validated later with the config) from ``(flag, help)`` rows; their names."""
+    for flag, hlp in table:
+        p.add_argument(f"--{flag}", help=hlp)
+    return [flag for flag, _ in table]
+
+
 @command("evaluate", "evaluate a saved checkpoint (MAP) or an SG-MCMC sample store on the test split(s)")
 def _evaluate(p):
     _config_args(p)
@@ -110,21 +117,19 @@ def _evaluate(p):
 def _laplace(p):
     _config_args(p)
     _checkpoint_args(p, True, "adapter/checkpoint directory or run directory")
-    for flag, hlp in [
+    flags = _value_flags(p, [
         ("structure", "diag | kfac | lowrank_kfac | full"),
         ("subset", "all | last_layer | comma-separated module-name prefixes"),
         ("curvature", "ggn | fisher"),
         ("prior", "prior tuning: marglik | gridsearch | none"),
         ("predictive", "glm | mc"),
         ("link", "probit | mc (for the GLM predictive)"),
-    ]:
-        p.add_argument(f"--{flag}", help=hlp)
+    ])
 
     def run(args):
         from .experiments.laplace import laplace_run
 
-        cfg = _load(args)
-        out = laplace_run(cfg, args.checkpoint, {k: getattr(args, k) for k in ("structure", "subset", "curvature", "prior", "predictive", "link")},
+        out = laplace_run(_load(args), args.checkpoint, {k: getattr(args, k) for k in flags},
                           check_base=not args.skip_base_check)
         _print_table(out["table"], ["posterior", "split", "acc", "nll", "ece", "brier"])
         print(f"run directory: {out['run_dir']}")
@@ -136,7 +141,7 @@ def _laplace(p):
 def _layerwise(p):
     _config_args(p)
     _checkpoint_args(p, True, "adapter/checkpoint directory or run directory (the MAP)")
-    for flag, hlp in [
+    _value_flags(p, [
         ("structure", "diag | kfac | lowrank_kfac | full (default kfac)"),
         ("predictive", "mc (sampled weights, default) | glm (linearised)"),
         ("link", "probit | mc (for --predictive glm)"),
@@ -145,8 +150,7 @@ def _layerwise(p):
         ("groups", "comma-separated group names: evaluate only these"),
         ("prior", "marglik (each group's evidence, default) | a fixed prior precision"),
         ("greedy", "K: add up to K groups one by one by ECE on the validation split"),
-    ]:
-        p.add_argument(f"--{flag}", help=hlp)
+    ])
     p.add_argument("--out", metavar="DIR", help="output directory (default <output.root>/<name>-layerwise-...); "
                    "rerunning with the same arguments resumes there")
 

@@ -153,3 +153,24 @@ def write_small_benchmarks(root: Path) -> Path:
     write_mrpc_tsv(mrpc / "train.tsv", 60, 0, bom=True)
     write_mrpc_tsv(mrpc / "dev.tsv", 12, 500)
     return Path(root)
+
+
+def write_tiny_digits_config(path: Path, name: str, runs: Path, *, method: str = "lora",
+                             sizes: tuple[int, int, int] = (64, 32, 48), shift: str = "none", epochs: int = 2,
+                             reliability_plots: bool = True, extra: str = "") -> Path:
+    """A seconds-long experiment config at ``path``: micro ViT (random init) on the bundled digits with ``sizes`` =
+    (train, val, test) examples, batch 32, ``method`` (LoRA/hybrid at r=2), lr 0.005, seed 3, runs under ``runs``;
+    ``extra`` is appended verbatim (more YAML)."""
+    rank = ", r: 2" if method in ("lora", "hybrid") else ""
+    n_train, n_val, n_test = sizes
+    plots = "" if reliability_plots else ", reliability_plots: false"
+    path.write_text(
+        f"name: {name}\n"
+        f"data: {{name: digits, max_train: {n_train}, max_val: {n_val}, max_test: {n_test}, batch_size: 32, "
+        f"shift: {shift}}}\n"
+        "model: {name: micro_vit, pretrained: false}\n"
+        f"adapter: {{method: {method}{rank}}}\n"
+        f"train: {{epochs: {epochs}, lr: 0.005, seed: 3, progress: false}}\n"
+        f"output: {{root: {runs}{plots}}}\n" + extra
+    )
+    return path

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pandas as pd
 import pytest
 import torch
 
 from bayespeft.cli import COMMANDS, main
+from bayespeft.testing import write_tiny_digits_config
 
 
 def tiny_config(tmp_path, method="lora", extra=""):
-    p = tmp_path / f"{method}.yaml"
-    p.write_text(
-        textwrap.dedent(
-            f"""
-            name: tiny-{method}
-            data: {{name: digits, max_train: 96, max_val: 48, max_test: 64, batch_size: 32, shift: noise}}
-            model: {{name: micro_vit, pretrained: false}}
-            adapter: {{method: {method}{", r: 2" if method in ("lora", "hybrid") else ""}}}
-            train: {{epochs: 2, lr: 0.005, seed: 3, progress: false}}
-            output: {{root: {tmp_path / 'runs'}}}
-            """
-        )
-        + extra
-    )
-    return p
+    return write_tiny_digits_config(tmp_path / f"{method}.yaml", f"tiny-{method}", tmp_path / "runs", method=method,
+                                    sizes=(96, 48, 64), shift="noise", extra=extra)
 
 
 def test_help_lists_every_command(capsys):

@@ -9,31 +9,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bayespeft.cli import main
+from bayespeft.testing import write_tiny_digits_config
 
 
 def tiny_config(tmp_path: Path, method: str = "normtune", extra: str = "") -> Path:
-    p = tmp_path / f"{method}.yaml"
-    p.write_text(
-        textwrap.dedent(
-            f"""
-            name: tiny-{method}
-            data: {{name: digits, max_train: 64, max_val: 32, max_test: 48, batch_size: 32, shift: none}}
-            model: {{name: micro_vit, pretrained: false}}
-            adapter: {{method: {method}{", r: 2" if method in ("lora", "hybrid") else ""}}}
-            train: {{epochs: 2, lr: 0.005, seed: 3, progress: false}}
-            output: {{root: {tmp_path / 'runs'}, reliability_plots: false}}
-            """
-        )
-        + extra
-    )
-    return p
+    return write_tiny_digits_config(tmp_path / f"{method}.yaml", f"tiny-{method}", tmp_path / "runs", method=method,
+                                    reliability_plots=False, extra=extra)
 
 
 def run_dirs(tmp_path: Path) -> list[Path]:
