@@ -154,12 +154,12 @@ class LaplacePosterior:
             if pred_method is not None:
                 predict_kwargs = {**predict_kwargs, "method": pred_method}
             return self._gridsearch(val_loader, grid, progress, predict_kwargs)
+        if method != "marglik":
+            raise ValueError(f"method must be 'marglik' or 'gridsearch', got {method!r}")
         if pred_method is not None or predict_kwargs:
             unused = (["pred_method"] if pred_method is not None else []) + sorted(predict_kwargs)
             raise ValueError(f"optimize_prior('marglik') takes no predictive options ({', '.join(unused)}); they "
                              "apply to method='gridsearch'")
-        if method != "marglik":
-            raise ValueError(f"method must be 'marglik' or 'gridsearch', got {method!r}")
         init = self._prior.expand(len(self.groups)) if layerwise else self._prior[:1] if self._prior.numel() == 1 else self._prior
         log_delta = init.clone().log().requires_grad_(True)
         params = [log_delta]
