@@ -62,5 +62,38 @@ def test_completeness_without_and_with_a_plan(tmp_path):
     assert s.completeness()["complete"] is True and s.completeness()["unfinished"] == []
     s.update_metadata({"plan": {"chains": [0], "draws_per_chain": 0}})  # nothing asked: a stateless chain is not done
     assert s.completeness()["unfinished"] == [0]
-    s.update_metadata({"plan": {"chains": [6], "draws_per_chain": 1}})  # absent and stateless: not finished
+    s.update_metadata({"plan": {"chains": [1, 6], "draws_per_chain": 1}})  # 6 absent and stateless: not finished
     assert s.completeness()["unfinished"] == [6]
+
+
+def test_diagnostic_arrays_are_float64_truncated_to_the_shortest_chain_without_chain_and_draw(tmp_path):
+    import numpy as np
+
+    s = SampleStore(tmp_path / "s")
+    for chain, n in ((0, 3), (1, 2)):
+        for step in range(n):
+            s.add(chain, {"w": torch.zeros(1)}, step=step, diagnostics={"loss": 10 * chain + step})  # integers
+    arrays = s.diagnostic_arrays()
+    assert list(arrays) == ["loss"] and arrays["loss"].dtype == np.float64
+    assert arrays["loss"].tolist() == [[0.0, 1.0], [10.0, 11.0]]
+
+
+def test_diagnostics_of_every_array_kind_are_stored_as_json_numbers(tmp_path):
+    import json
+
+    import numpy as np
+
+    s = SampleStore(tmp_path / "s")
+    s.add(0, {"w": torch.zeros(1)}, step=0, diagnostics={
+        "t": torch.tensor([1.5, 2.0]), "a": np.array([3, 4]), "f": np.float32(0.5), "i": np.int64(7), "x": 1.25})
+    assert s.diagnostic_records() == [{"chain": 0, "draw": 0, "t": [1.5, 2.0], "a": [3, 4], "f": 0.5, "i": 7.0,
+                                       "x": 1.25}]
+    assert json.loads((tmp_path / "s" / "index.json").read_text()) == {"version": 2, "metadata": {}, "diverged": {}}
+
+
+def test_a_broken_line_inside_a_jsonl_file_is_skipped_and_reading_goes_on(tmp_path):
+    from bayespeft.sgmcmc.store import _read_jsonl
+
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b\n{"a": 3}\n')  # an interrupted append followed by a later one
+    assert _read_jsonl(path) == [{"a": 1}, {"a": 3}]
