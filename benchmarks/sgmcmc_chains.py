@@ -7,6 +7,12 @@ includes what a user waits for: sampler steps, kept samples written to the store
 Rows are measured in one process, interleaved over ``--rounds`` rounds (median). Target: 4 vectorised chains <= 1.6x
 one chain.
 
+The same run also prints the arithmetic floor of this device: one chain's gradient (``log p`` and its backward) on a
+batch of 32 and on 4 x 32 examples (what four chains must compute at each step), and the batched gradient of 4 chains
+(``StackedGradient``: one vmapped forward, one backward). Where the 128-example gradient already costs ~2.5x the
+32-example one (a compute-bound CPU), no implementation of 4 independent chains gets near 1.6x; where it costs ~1x
+(an idle GPU), the rest of the step (per-chain updates, store, probes) decides.
+
     PYTHONPATH=src python benchmarks/sgmcmc_chains.py [--epochs 3] [--rounds 3] [--threads 1] [--device cuda]
 
 ``--device cuda`` runs the same model and chains on a GPU (where one chain of this small model leaves the device
@@ -31,7 +37,9 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from bayespeft.adapters import AdapterConfig, apply_adapter  # noqa: E402
 from bayespeft.models import ModelConfig, build_model  # noqa: E402
-from bayespeft.sgmcmc import SamplerConfig, run_chains  # noqa: E402
+from bayespeft.sgmcmc import SamplerConfig, build, run_chains  # noqa: E402
+from bayespeft.sgmcmc.model import model_log_prob, trainable_params  # noqa: E402
+from bayespeft.sgmcmc.vectorized import StackedGradient, unfused_attention  # noqa: E402
 
 TARGET = 1.6
 
@@ -63,6 +71,42 @@ def timed(model, loader, epochs: int, n_chains: int, vectorize: bool) -> float:
         return time.perf_counter() - t0
 
 
+def per_call(fn, device: str, n: int = 20) -> float:
+    """Median seconds of ``fn()`` over ``n`` calls after 3 warm-up calls (synchronised on CUDA)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        fn()
+    out = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def gradient_floor(model, loader, device: str, k: int = 4) -> dict[str, float]:
+    """Seconds per call: one chain's gradient on one batch and on ``k`` batches at once, and ``k`` chains' batched
+    gradient (each chain its own batch), all at the model's current trainable values."""
+    model.eval()
+    log_prob = model_log_prob(model, len(loader.dataset))
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in trainable_params(model).items()}
+    batches = [tuple(t.to(device) for t in b) for b, _ in zip(loader, range(k))]
+    big = tuple(torch.cat(col) for col in zip(*batches))
+
+    def one(batch):
+        torch.autograd.grad(log_prob(params, batch), list(params.values()))
+
+    sampler = build("sgld", log_prob, lr=1e-5, seed=0)
+    states = [sampler.init({n: p.detach() for n, p in params.items()}, seed=c) for c in range(k)]
+    stacked = StackedGradient(log_prob)
+    with unfused_attention(model):
+        chains = per_call(lambda: stacked(states, batches), device)
+    return {"one": per_call(lambda: one(batches[0]), device), "big": per_call(lambda: one(big), device),
+            "chains": chains}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
@@ -86,6 +130,10 @@ def main() -> None:
         t = statistics.median(times[name])
         print(f"  {name:24s} {t:7.2f} s   {t / base:5.2f}x one chain")
     ratio = statistics.median(times["4 chains vectorised"]) / base
+    g = gradient_floor(model, loader, args.device)
+    print(f"  arithmetic floor: one chain's gradient {1e3 * g['one']:.1f} ms on 32 examples, {1e3 * g['big']:.1f} ms "
+          f"on 4 x 32 ({g['big'] / g['one']:.2f}x); 4 chains' batched gradient {1e3 * g['chains']:.1f} ms "
+          f"({g['chains'] / g['one']:.2f}x one chain's)")
     print(f"4 vectorised chains / 1 chain = {ratio:.2f}x (target <= {TARGET}x): {'met' if ratio <= TARGET else 'NOT met'}")
 
 
