@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..train.checkpoint import loader_generators
+from ..train.checkpoint import cuda_rng_states, loader_generators, restore_cuda_rng
 from .base import SGMCMCState
 
 FORMAT = "bayespeft.sgmcmc.resume/1"
@@ -43,8 +43,7 @@ def capture_rng(loader: Any) -> dict[str, Any]:
     version, pstate, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     tensors = {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
-    if torch.cuda.is_available():
-        tensors.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    tensors.update({f"cuda{i}": s for i, s in enumerate(cuda_rng_states())})
     tensors.update({f"loader{i}": g.get_state() for i, g in enumerate(loader_generators(loader))})
     info = {"python": [version, list(pstate), gauss], "numpy": [name, int(pos), int(has_gauss), float(cached)]}
     return {"tensors": tensors, "json": info}
@@ -58,9 +57,7 @@ def restore_rng(snap: dict[str, Any], loader: Any) -> None:
     name, pos, has_gauss, cached = info["numpy"]
     np.random.set_state((name, t["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(t["torch"])
-    cuda = [t[f"cuda{i}"] for i in range(len(t)) if f"cuda{i}" in t]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    restore_cuda_rng([t[f"cuda{i}"] for i in range(len(t)) if f"cuda{i}" in t])
     gens = loader_generators(loader)
     saved = sorted(k for k in t if k.startswith("loader"))
     if len(saved) != len(gens):

@@ -21,6 +21,7 @@ between the last two is repaired on resume (the best epoch is then the last one,
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,33 @@ def loader_generators(loader: Any) -> list[torch.Generator]:
     return out
 
 
+def cuda_rng_states() -> list[torch.Tensor]:
+    """The RNG state of every CUDA device (``[]`` without CUDA)."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
+def restore_cuda_rng(states: list[torch.Tensor]) -> None:
+    """Put back :func:`cuda_rng_states`. States saved on a machine with another number of CUDA devices (or restored
+    without CUDA) cannot be put back: a warning says so, because the resumed run's CUDA draws then differ from the
+    interrupted run's (CPU and data-order RNGs are restored all the same)."""
+    if not states:
+        return
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if len(states) != have:
+        warnings.warn(f"the saved RNG state covers {len(states)} CUDA device(s) but this machine has {have}; CUDA "
+                      "random draws will not repeat the interrupted run (resume on the same devices for bit-exact "
+                      "results)", RuntimeWarning, stacklevel=3)
+        return
+    torch.cuda.set_rng_state_all(states)
+
+
 def get_rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": cuda_rng_states(),
         "generators": [g.get_state() for g in generators],
     }
 
@@ -106,8 +127,7 @@ def set_rng_state(state: dict[str, Any], generators: list[torch.Generator]) -> N
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    restore_cuda_rng(state["cuda"])
     if len(state["generators"]) != len(generators):
         raise CheckpointError(
             f"the train loader has {len(generators)} generator(s) but the checkpoint saved {len(state['generators'])}; "

@@ -1,0 +1,97 @@
+"""The CUDA RNG branch of the trainer checkpoint and the SG-MCMC resume snapshot, on a CPU-only machine.
+
+``torch.cuda``'s RNG calls are replaced at their boundary by a fake machine with ``n`` devices (each device's state a
+distinct byte tensor), so the branch that saves and restores those states runs here; a GPU run exercises the real
+calls. Expected: the states round-trip in device order; saved on a machine with another device count (or restored
+without CUDA) they are not put back and a warning says so; no CUDA states (a CPU run) means no call and no warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from bayespeft.sgmcmc.resume import capture_rng, restore_rng
+from bayespeft.train.checkpoint import get_rng_state, set_rng_state
+
+
+class FakeCuda:
+    """``n`` fake CUDA devices: ``get_rng_state_all`` returns their states, ``set_rng_state_all`` records its argument."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, n: int, offset: int = 0) -> None:
+        self.states = [torch.arange(16, dtype=torch.uint8) + 16 * i + offset for i in range(n)]
+        self.set_calls: list[list[torch.Tensor]] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in self.states])
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: self.set_calls.append(list(states)))
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _checkpoint_roundtrip(monkeypatch, n_saved: int, n_restore: int):
+    FakeCuda(monkeypatch, n_saved)
+    state = get_rng_state([])
+    target = FakeCuda(monkeypatch, n_restore, offset=100)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        set_rng_state(state, [])
+    return state, target, [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+
+
+def test_checkpoint_saves_and_restores_every_device_state_in_order(monkeypatch):
+    state, target, warned = _checkpoint_roundtrip(monkeypatch, 3, 3)
+    expected = [torch.arange(16, dtype=torch.uint8) + 16 * i for i in range(3)]
+    assert _same(state["cuda"], expected)
+    assert len(target.set_calls) == 1 and _same(target.set_calls[0], expected)
+    assert warned == []
+
+
+@pytest.mark.parametrize("n_restore", [0, 1, 3])
+def test_checkpoint_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
+    _, target, warned = _checkpoint_roundtrip(monkeypatch, 2, n_restore)
+    assert target.set_calls == []
+    assert len(warned) == 1 and f"covers 2 CUDA device(s) but this machine has {n_restore}" in warned[0]
+
+
+def test_checkpoint_of_a_cpu_run_touches_no_cuda_state(monkeypatch):
+    state, target, warned = _checkpoint_roundtrip(monkeypatch, 0, 2)
+    assert state["cuda"] == [] and target.set_calls == [] and warned == []
+
+
+def _resume_roundtrip(monkeypatch, n_saved: int, n_restore: int):
+    loader = DataLoader(list(range(8)), batch_size=2)
+    FakeCuda(monkeypatch, n_saved)
+    snap = capture_rng(loader)
+    target = FakeCuda(monkeypatch, n_restore, offset=100)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        restore_rng(snap, loader)
+    return snap, target, [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+
+
+def test_resume_snapshot_saves_and_restores_every_device_state_in_order(monkeypatch):
+    snap, target, warned = _resume_roundtrip(monkeypatch, 12, 12)  # 12 devices: cuda10 sorts before cuda2 as text
+    expected = [torch.arange(16, dtype=torch.uint8) + 16 * i for i in range(12)]
+    assert _same([snap["tensors"][f"cuda{i}"] for i in range(12)], expected)
+    assert not any(k.startswith("cuda") and int(k[4:]) >= 12 for k in snap["tensors"])
+    assert len(target.set_calls) == 1 and _same(target.set_calls[0], expected)
+    assert warned == []
+
+
+@pytest.mark.parametrize("n_restore", [0, 1])
+def test_resume_snapshot_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
+    _, target, warned = _resume_roundtrip(monkeypatch, 2, n_restore)
+    assert target.set_calls == []
+    assert len(warned) == 1 and f"covers 2 CUDA device(s) but this machine has {n_restore}" in warned[0]
+
+
+def test_resume_snapshot_of_a_cpu_run_has_no_cuda_entries(monkeypatch):
+    snap, target, warned = _resume_roundtrip(monkeypatch, 0, 2)
+    assert not any(k.startswith("cuda") for k in snap["tensors"])
+    assert target.set_calls == [] and warned == []
