@@ -30,6 +30,15 @@ class FakeCuda:
         monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: self.set_calls.append(list(states)))
 
 
+def _message(n_saved: int, n_here: int) -> str:
+    return (f"the saved RNG state covers {n_saved} CUDA device(s) but this machine has {n_here}; CUDA random draws "
+            "will not repeat the interrupted run (resume on the same devices for bit-exact results)")
+
+
+def _warnings(w) -> list[str]:
+    return [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+
+
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -41,7 +50,7 @@ def _checkpoint_roundtrip(monkeypatch, n_saved: int, n_restore: int):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         set_rng_state(state, [])
-    return state, target, [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    return state, target, _warnings(w)
 
 
 def test_checkpoint_saves_and_restores_every_device_state_in_order(monkeypatch):
@@ -56,7 +65,7 @@ def test_checkpoint_saves_and_restores_every_device_state_in_order(monkeypatch):
 def test_checkpoint_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
     _, target, warned = _checkpoint_roundtrip(monkeypatch, 2, n_restore)
     assert target.set_calls == []
-    assert len(warned) == 1 and f"covers 2 CUDA device(s) but this machine has {n_restore}" in warned[0]
+    assert warned == [_message(2, n_restore)]
 
 
 def test_checkpoint_of_a_cpu_run_touches_no_cuda_state(monkeypatch):
@@ -72,7 +81,7 @@ def _resume_roundtrip(monkeypatch, n_saved: int, n_restore: int):
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         restore_rng(snap, loader)
-    return snap, target, [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    return snap, target, _warnings(w)
 
 
 def test_resume_snapshot_saves_and_restores_every_device_state_in_order(monkeypatch):
@@ -88,7 +97,7 @@ def test_resume_snapshot_saves_and_restores_every_device_state_in_order(monkeypa
 def test_resume_snapshot_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
     _, target, warned = _resume_roundtrip(monkeypatch, 2, n_restore)
     assert target.set_calls == []
-    assert len(warned) == 1 and f"covers 2 CUDA device(s) but this machine has {n_restore}" in warned[0]
+    assert warned == [_message(2, n_restore)]
 
 
 def test_resume_snapshot_of_a_cpu_run_has_no_cuda_entries(monkeypatch):
