@@ -8,6 +8,7 @@ References written out: ``R Rᵀ = diag p − p pᵀ``; Fisher cotangents ``p �
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 import torch
@@ -183,3 +184,57 @@ def test_logits_and_cotangent_shape_messages():
         with pytest.raises(ValueError, match=re.escape(f"cotangents must have shape (K, B, C) = (K, (2, 3)), got "
                                                        f"{tuple(bad.shape)}") + "$"):
             cotangents_checked(bad, f)
+
+
+
+def test_batched_backward_through_vmap_fallback_is_exact_and_silent():
+    """``cummax``'s backward has no batching rule: a batched backward takes the per-op fallback there and, with the
+    fallback warnings switched on, warns of a "performance drop". ``batched_grads`` keeps the (exact) result and
+    swallows that warning; the reference is one ``autograd.grad`` per cotangent."""
+    torch.manual_seed(0)
+    lin, head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    h = lin(torch.randn(5, 3))
+    logits = head(torch.cummax(h, 1)[0])
+    V = torch.randn(3, 5, 2)
+    expected = torch.stack([torch.autograd.grad(logits, h, v, retain_graph=True)[0] for v in V])
+    before = torch._C._debug_only_are_vmap_fallback_warnings_enabled()
+    torch._C._debug_only_display_vmap_fallback_warnings(True)
+    try:
+        with pytest.warns(UserWarning, match="performance drop"):  # the setup does reach the fallback
+            torch.autograd.grad(logits, h, V, retain_graph=True, is_grads_batched=True)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            (g,) = L.capture.batched_grads(logits, [h], V)
+    finally:
+        torch._C._debug_only_display_vmap_fallback_warnings(before)
+    assert [str(x.message) for x in w] == []
+    torch.testing.assert_close(g, expected, rtol=0, atol=1e-6)
+
+
+class _WarnsInBackward(torch.autograd.Function):
+    """Identity whose backward warns (a model's own warning, not vmap's)."""
+
+    @staticmethod
+    def forward(ctx, h):
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        warnings.warn("a warning of the model's own backward", UserWarning)
+        return g
+
+
+def test_batched_backward_lets_other_warnings_through():
+    torch.manual_seed(0)
+    lin, head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    h = lin(torch.randn(5, 3))
+    logits = head(torch.tanh(_WarnsInBackward.apply(h)))
+    V = torch.randn(3, 5, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = torch.stack([torch.autograd.grad(logits, h, v, retain_graph=True)[0] for v in V])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        (g,) = L.capture.batched_grads(logits, [h], V)
+    assert "a warning of the model's own backward" in [str(x.message) for x in w]
+    torch.testing.assert_close(g, expected, rtol=0, atol=1e-6)
