@@ -43,64 +43,53 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def _checkpoint_roundtrip(monkeypatch, n_saved: int, n_restore: int):
+def _checkpoint_save_restore(n_saved, monkeypatch):
     FakeCuda(monkeypatch, n_saved)
     state = get_rng_state([])
-    target = FakeCuda(monkeypatch, n_restore, offset=100)
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        set_rng_state(state, [])
-    return state, target, _warnings(w)
+    return state["cuda"], lambda: set_rng_state(state, [])
 
 
-def test_checkpoint_saves_and_restores_every_device_state_in_order(monkeypatch):
-    state, target, warned = _checkpoint_roundtrip(monkeypatch, 3, 3)
-    expected = [torch.arange(16, dtype=torch.uint8) + 16 * i for i in range(3)]
-    assert _same(state["cuda"], expected)
-    assert len(target.set_calls) == 1 and _same(target.set_calls[0], expected)
-    assert warned == []
-
-
-@pytest.mark.parametrize("n_restore", [0, 1, 3])
-def test_checkpoint_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
-    _, target, warned = _checkpoint_roundtrip(monkeypatch, 2, n_restore)
-    assert target.set_calls == []
-    assert warned == [_message(2, n_restore)]
-
-
-def test_checkpoint_of_a_cpu_run_touches_no_cuda_state(monkeypatch):
-    state, target, warned = _checkpoint_roundtrip(monkeypatch, 0, 2)
-    assert state["cuda"] == [] and target.set_calls == [] and warned == []
-
-
-def _resume_roundtrip(monkeypatch, n_saved: int, n_restore: int):
+def _resume_save_restore(n_saved, monkeypatch):
     loader = DataLoader(list(range(8)), batch_size=2)
     FakeCuda(monkeypatch, n_saved)
     snap = capture_rng(loader)
+    saved = {int(k[4:]): v for k, v in snap["tensors"].items() if k.startswith("cuda")}
+    assert sorted(saved) == list(range(len(saved)))  # cuda0 .. cuda{n-1}, nothing else
+    return [saved[i] for i in range(len(saved))], lambda: restore_rng(snap, loader)
+
+
+SAVE_RESTORE = {"checkpoint": _checkpoint_save_restore, "resume": _resume_save_restore}
+
+
+def _roundtrip(kind: str, n_saved: int, n_restore: int, monkeypatch):
+    """Save on a fake machine with ``n_saved`` devices, restore on one with ``n_restore``: the saved CUDA states, the
+    restoring machine, the RuntimeWarnings' texts."""
+    saved, restore = SAVE_RESTORE[kind](n_saved, monkeypatch)
     target = FakeCuda(monkeypatch, n_restore, offset=100)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        restore_rng(snap, loader)
-    return snap, target, _warnings(w)
+        restore()
+    return saved, target, _warnings(w)
 
 
-def test_resume_snapshot_saves_and_restores_every_device_state_in_order(monkeypatch):
-    snap, target, warned = _resume_roundtrip(monkeypatch, 12, 12)  # 12 devices: cuda10 sorts before cuda2 as text
+@pytest.mark.parametrize("kind", SAVE_RESTORE)
+def test_every_device_state_is_saved_and_restored_in_order(monkeypatch, kind):
+    saved, target, warned = _roundtrip(kind, 12, 12, monkeypatch)  # 12 devices: cuda10 sorts before cuda2 as text
     expected = [torch.arange(16, dtype=torch.uint8) + 16 * i for i in range(12)]
-    assert _same([snap["tensors"][f"cuda{i}"] for i in range(12)], expected)
-    assert not any(k.startswith("cuda") and int(k[4:]) >= 12 for k in snap["tensors"])
+    assert _same(saved, expected)
     assert len(target.set_calls) == 1 and _same(target.set_calls[0], expected)
     assert warned == []
 
 
-@pytest.mark.parametrize("n_restore", [0, 1])
-def test_resume_snapshot_from_other_device_count_warns_and_does_not_restore(monkeypatch, n_restore):
-    _, target, warned = _resume_roundtrip(monkeypatch, 2, n_restore)
+@pytest.mark.parametrize("kind", SAVE_RESTORE)
+@pytest.mark.parametrize("n_restore", [0, 1, 3])
+def test_states_from_another_device_count_warn_and_are_not_restored(monkeypatch, kind, n_restore):
+    _, target, warned = _roundtrip(kind, 2, n_restore, monkeypatch)
     assert target.set_calls == []
     assert warned == [_message(2, n_restore)]
 
 
-def test_resume_snapshot_of_a_cpu_run_has_no_cuda_entries(monkeypatch):
-    snap, target, warned = _resume_roundtrip(monkeypatch, 0, 2)
-    assert not any(k.startswith("cuda") for k in snap["tensors"])
-    assert target.set_calls == [] and warned == []
+@pytest.mark.parametrize("kind", SAVE_RESTORE)
+def test_a_cpu_run_saves_and_restores_no_cuda_state(monkeypatch, kind):
+    saved, target, warned = _roundtrip(kind, 0, 2, monkeypatch)
+    assert saved == [] and target.set_calls == [] and warned == []
