@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -118,14 +119,25 @@ def expected_states(chain: int, seed: int) -> list[dict]:
 
 
 def test_every_resume_state_write_of_sequential_and_vectorised_runs(tmp_path, monkeypatch):
-    kw = dict(schedule="cyclical", cycles=2, exploration_fraction=0.25, burn_in_epochs=1, thin=1, seed=4)
-    runs = {}
+    kw = dict(schedule="cyclical", cycles=2, exploration_fraction=0.25, burn_in_epochs=1, thin=1, seed=4,
+              temperature=0.5, rhat_strict=1.02, rhat_lenient=1.3, min_ess_per_chain=2.0)
+    runs, results = {}, {}
     for vec in (False, True):
         model, loader, sc = setup("sgld", vectorize_chains=vec, **kw)
         with monkeypatch.context() as mp:
             writes = record_writes(mp)
-            run_chains(model, loader, sc, store=tmp_path / str(vec))
+            results[vec] = run_chains(model, loader, sc, store=tmp_path / str(vec))
         runs[vec] = {c: [w[1:] for w in writes if w[0] == c] for c in (0, 1)}
+    for res in results.values():  # 2 chains x 7 draws: a verdict with the configured thresholds
+        v = res.verdict
+        assert (v.n_chains, v.n_draws, v.rhat_strict, v.rhat_lenient, v.min_ess_per_chain) == (2, 7, 1.02, 1.3, 2.0)
+    seq_store, vec_store = results[False].store, results[True].store
+    assert sorted((e["chain"], e["step"]) for e in seq_store.entries) == sorted((e["chain"], e["step"]) for e in vec_store.entries)
+    for c in (0, 1):  # the same samples (the vectorised chain with the configured temperature), up to rounding
+        for i, j in zip(seq_store.indices(c), vec_store.indices(c)):
+            a, b = seq_store.load(i), vec_store.load(j)
+            for k in a:
+                torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     for c in (0, 1):
         seq, vec = runs[False][c], runs[True][c]
         assert [w[2] for w in seq] == expected_states(c, 4)
@@ -296,3 +308,19 @@ def test_refusals_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"holds samples of chain\(s\) \[0\]"):
         run_chains(model, loader, cfg, store=tmp_path / "other")
     assert len(SampleStore(tmp_path / "other")) == 1
+
+
+@pytest.mark.parametrize(("setting", "n_chains", "resume", "want"), [
+    (False, 2, False, ("INFO", "SG-MCMC chains run one at a time: sgmcmc.vectorize_chains is false")),
+    ("auto", 2, False, ("INFO", "SG-MCMC chains [0, 1] run as one vectorised computation")),
+    ("auto", 1, False, ("WARNING", "SG-MCMC chains run one at a time: a single chain")),
+    (True, 2, True, ("WARNING", "SG-MCMC chains run one at a time: resume continues the chains one at a time")),
+])
+def test_the_vectorisation_decision_is_logged_as_a_warning_only_when_it_was_asked_for(tmp_path, caplog, setting,
+                                                                                      n_chains, resume, want):
+    model, loader, _, _ = tiny_problem()
+    cfg = SamplerConfig(sampler="sgld", lr=1e-3, epochs=2, burn_in_epochs=0, thin=1, n_chains=n_chains,
+                        probe_size=4, vectorize_chains=setting)
+    with caplog.at_level(logging.INFO, logger="bayespeft.sgmcmc.runner"):
+        run_chains(model, loader, cfg, store=tmp_path, resume=resume)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bayespeft.sgmcmc.runner"] == [want]
