@@ -79,14 +79,15 @@ def test_sgld_steps_use_the_configured_prior_n_data_temperature_and_probe(tmp_pa
         got = res.store.load(i)
         torch.testing.assert_close(got["weight"], w, rtol=0, atol=1e-6)
         torch.testing.assert_close(got["bias"], b, rtol=0, atol=1e-6)
-        # probe: loglik, ‖θ‖, ⟨d_k, θ⟩ with d_k ~ N(0, I_P)/sqrt(P) seeded (seed·1000003 + k), p(y|x) per probe point
+        # probe: loglik, ‖θ‖, ⟨d_k, θ⟩ with d_k ~ N(0, I_P)/sqrt(P) seeded (seed·1000003 + k), p(y|x) per point
         flat = torch.cat([got["weight"].reshape(-1), got["bias"]]).float()
         logp = torch.log_softmax(probe[0] @ got["weight"].T + got["bias"], -1)[torch.arange(4), probe[1]]
         dirs = [torch.randn(9, generator=torch.Generator().manual_seed(seed * 1_000_003 + k)) / 3.0 for k in range(3)]
         assert set(rec) == {"chain", "draw", "loglik", "param_norm", "proj_0", "proj_1", "proj_2", "true_class_prob"}
         assert rec["loglik"] == pytest.approx(float(logp.mean()), rel=1e-5)
         assert rec["param_norm"] == pytest.approx(float(flat.norm()), rel=1e-5)
-        assert [rec[f"proj_{k}"] for k in range(3)] == pytest.approx([float(d @ flat) for d in dirs], rel=1e-4, abs=1e-6)
+        proj = [float(d @ flat) for d in dirs]
+        assert [rec[f"proj_{k}"] for k in range(3)] == pytest.approx(proj, rel=1e-4, abs=1e-6)
         assert rec["true_class_prob"] == pytest.approx(logp.exp().tolist(), rel=1e-5)
 
 
@@ -114,8 +115,8 @@ def expected_states(chain: int, seed: int) -> list[dict]:
         return {"chain": chain, "seed": seed + chain, "status": status, "draws": draws, "epoch": epoch,
                 "consumed": consumed, "diverged_at": None, "reason": None, "step": step}
 
-    return ([st("running", 0, 0, 0, 0)] + [st("running", k, (s - 1) // 3, (s - 1) % 3 + 1, s) for k, s in enumerate(kept, 1)]
-            + [st("done", len(kept), 3, 3, 12)])
+    after_kept = [st("running", k, (s - 1) // 3, (s - 1) % 3 + 1, s) for k, s in enumerate(kept, 1)]
+    return [st("running", 0, 0, 0, 0)] + after_kept + [st("done", len(kept), 3, 3, 12)]
 
 
 def test_every_resume_state_write_of_sequential_and_vectorised_runs(tmp_path, monkeypatch):
@@ -132,7 +133,8 @@ def test_every_resume_state_write_of_sequential_and_vectorised_runs(tmp_path, mo
         v = res.verdict
         assert (v.n_chains, v.n_draws, v.rhat_strict, v.rhat_lenient, v.min_ess_per_chain) == (2, 7, 1.02, 1.3, 2.0)
     seq_store, vec_store = results[False].store, results[True].store
-    assert sorted((e["chain"], e["step"]) for e in seq_store.entries) == sorted((e["chain"], e["step"]) for e in vec_store.entries)
+    keys = [sorted((e["chain"], e["step"]) for e in s.entries) for s in (seq_store, vec_store)]
+    assert keys[0] == keys[1]
     for c in (0, 1):  # the same samples (the vectorised chain with the configured temperature), up to rounding
         for i, j in zip(seq_store.indices(c), vec_store.indices(c)):
             a, b = seq_store.load(i), vec_store.load(j)
@@ -218,7 +220,8 @@ def test_divergence_bookkeeping(tmp_path, monkeypatch, chains, together):
     else:
         reports = [walker.run(c, theta0[c]) for c in chains]
     assert [vars(r) for r in reports] == [vars(OUTCOME[c][0]) for c in chains]
-    assert store.diverged == {str(c): {"step": OUTCOME[c][0].diverged_at, "reason": DIVERGED} for c in chains if OUTCOME[c][0].diverged}
+    diverged = [OUTCOME[c][0] for c in chains if OUTCOME[c][0].diverged]
+    assert store.diverged == {str(r.chain): {"step": r.diverged_at, "reason": DIVERGED} for r in diverged}
     for c in chains:
         rep, kept, (epoch, consumed) = OUTCOME[c]
         idx = store.indices(c)
@@ -324,3 +327,26 @@ def test_the_vectorisation_decision_is_logged_as_a_warning_only_when_it_was_aske
     with caplog.at_level(logging.INFO, logger="bayespeft.sgmcmc.runner"):
         run_chains(model, loader, cfg, store=tmp_path, resume=resume)
     assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bayespeft.sgmcmc.runner"] == [want]
+
+
+def test_every_batch_goes_to_the_models_device(tmp_path, monkeypatch):
+    """The sampler steps and the vectorised trial step move their batches to the model's device (on this CPU-only
+    machine ``to_device(batch, None)`` is a no-op, so the device asked for is recorded instead)."""
+    import bayespeft.batch
+
+    asked = []
+    for mod in (runner_mod, bayespeft.batch):  # the runner's steps; try_first_step imports it from bayespeft.batch
+        real = mod.to_device
+
+        def spy(batch, device, real=real, where=mod.__name__):
+            asked.append((where, device))
+            return real(batch, device)
+
+        monkeypatch.setattr(mod, "to_device", spy)
+    for vec in (False, True):
+        model, loader, sc = setup("sgld", vectorize_chains=vec, epochs=2, burn_in_epochs=0, thin=2)
+        run_chains(model, loader, sc, store=tmp_path / str(vec))
+    cpu = torch.device("cpu")
+    # 2 chains x 6 steps, one at a time then in lockstep; one trial batch before the lockstep run
+    step, trial = ("bayespeft.sgmcmc.runner", cpu), ("bayespeft.batch", cpu)
+    assert asked == [step] * 12 + [trial] + [step] * 12
