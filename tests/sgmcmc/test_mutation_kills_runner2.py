@@ -316,7 +316,8 @@ def test_refusals_name_the_problem(tmp_path):
 @pytest.mark.parametrize(("setting", "n_chains", "resume", "want"), [
     (False, 2, False, ("INFO", "SG-MCMC chains run one at a time: sgmcmc.vectorize_chains is false")),
     ("auto", 2, False, ("INFO", "SG-MCMC chains [0, 1] run as one vectorised computation")),
-    ("auto", 1, False, ("WARNING", "SG-MCMC chains run one at a time: a single chain")),
+    ("auto", 1, False, ("INFO", "SG-MCMC chains run one at a time: a single chain")),
+    (True, 1, False, ("WARNING", "SG-MCMC chains run one at a time: a single chain")),
     (True, 2, True, ("WARNING", "SG-MCMC chains run one at a time: resume continues the chains one at a time")),
 ])
 def test_the_vectorisation_decision_is_logged_as_a_warning_only_when_it_was_asked_for(tmp_path, caplog, setting,

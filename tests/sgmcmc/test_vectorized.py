@@ -163,6 +163,7 @@ def test_fallbacks_are_logged_and_explicit_true_is_checked(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="bayespeft.sgmcmc.runner"):
         run_chains(model, loader, sc, store=tmp_path / "sam")
     assert "one at a time: sampler 'sam_sgld' is not elementwise" in caplog.text
+    assert {r.levelname for r in caplog.records if "one at a time" in r.getMessage()} == {"INFO"}  # "auto": allowed
     with pytest.raises(ValidationError, match="vectorize_chains: true needs an elementwise sampler"):
         SamplerConfig(sampler="sam_sgld_r1", vectorize_chains=True)
     with pytest.raises(ValidationError, match="vectorize_chains"):
@@ -172,6 +173,7 @@ def test_fallbacks_are_logged_and_explicit_true_is_checked(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="bayespeft.sgmcmc.runner"):
         res = run_chains(ItemInForward(), loader, sc, store=tmp_path / "item")
     assert "one at a time: torch.func.vmap cannot run this model/batch" in caplog.text
+    assert {r.levelname for r in caplog.records if "one at a time" in r.getMessage()} == {"WARNING"}  # a surprise
     assert [r.n_samples for r in res.chains] == [1, 1]  # steps 4-6, burn-in 3, thin 2
     _, loader, sc = setup("sgld", vectorize_chains=True, epochs=2)
     with pytest.raises(ValueError, match="vectorize_chains is true but torch.func.vmap cannot run"):

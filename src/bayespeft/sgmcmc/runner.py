@@ -327,9 +327,9 @@ def vectorize_plan(cfg: SamplerConfig, model: nn.Module, loader: Any, log_prob: 
                    map_params: dict[str, torch.Tensor], chain_ids: list[int], resume: bool,
                    device: torch.device) -> tuple[Sampler, PrecomputedLogProb, StackedGradient] | None:
     """``(stepper, pre, grad)`` for :meth:`ChainWalker.run_together`, or ``None`` (one chain at a time; the reason is
-    logged, as a warning when ``cfg.vectorize_chains`` asked for vectorised chains)."""
+    logged, as a warning when ``cfg.vectorize_chains`` is true, or is ``"auto"`` and ``vmap`` cannot run the model)."""
     reason = sequential_reason(cfg.vectorize_chains, cfg.sampler, len(chain_ids), resume)
-    together = None
+    together, tried = None, reason is None
     if reason is None:
         pre = PrecomputedLogProb()
         stepper = build(cfg.sampler, pre, lr=schedule, temperature=cfg.temperature, seed=cfg.seed, **cfg.options)
@@ -340,8 +340,9 @@ def vectorize_plan(cfg: SamplerConfig, model: nn.Module, loader: Any, log_prob: 
             raise ValueError(f"sgmcmc.vectorize_chains is true but {reason}; set it to 'auto' or false")
         together = None if reason is not None else (stepper, pre, grad)
     if reason is not None:
-        asked = cfg.vectorize_chains is True or cfg.vectorize_chains == "auto"
-        (log.warning if asked else log.info)("SG-MCMC chains run one at a time: %s", reason)
+        # a warning where vectorised chains were demanded, or allowed ("auto") and the model could not run them
+        loud = cfg.vectorize_chains is True or (cfg.vectorize_chains == "auto" and tried)
+        (log.warning if loud else log.info)("SG-MCMC chains run one at a time: %s", reason)
     else:
         log.info("SG-MCMC chains %s run as one vectorised computation", chain_ids)
     return together
