@@ -53,9 +53,11 @@ class Wrapped(nn.Module):
         return self.net(features)
 
 
-def setup(sampler="sghmc", **kw):
+def setup(sampler="sghmc", n_data=40, **kw):
+    """``n_data = 40``: the last batch is short; a multiple of 16 ends each pass on a full batch (the sampler's
+    end-of-pass draw then happens only on the ``next()`` that stops the loop)."""
     torch.manual_seed(123)  # the global RNG the augmentation draws from
-    loader = DataLoader(NoisyBlobs(), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(5))
+    loader = DataLoader(NoisyBlobs(n_data), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(5))
     opts = dict(sampler=sampler, options=OPTIONS[sampler], lr=1e-3, epochs=4, burn_in_epochs=1, thin=2, n_chains=2,
                 n_projections=2, probe_size=8, init="jitter", init_jitter=0.01)
     opts.update(kw)

@@ -89,11 +89,13 @@ def resume_files(store: SampleStore) -> dict:
     return out
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_vectorised_run_equals_sequential_run(tmp_path, caplog, sampler):
+@pytest.mark.parametrize(("sampler", "n_data"), [(s, 40) for s in sorted(SAMPLERS)] + [("sgld", 48)])
+def test_vectorised_run_equals_sequential_run(tmp_path, caplog, sampler, n_data):
+    """``n_data = 48`` (3 full batches of 16): each epoch of a sequential chain ends with the ``next()`` that stops
+    its loop, where ``RandomSampler`` draws once more from the loader's generator; the vectorised chains must too."""
     runs = {}
     for vec in (False, True):
-        model, loader, sc = setup(sampler, vectorize_chains=vec, n_chains=3)
+        model, loader, sc = setup(sampler, vectorize_chains=vec, n_chains=3, n_data=n_data)
         with caplog.at_level(logging.INFO, logger="bayespeft.sgmcmc.runner"):
             res = run_chains(model, loader, sc, store=tmp_path / str(vec))
         runs[vec] = res, torch.get_rng_state(), loader.generator.get_state()

@@ -206,6 +206,8 @@ class ChainWalker:
                                                 partial(streams.now, c), diags[i])
         for c in chains:
             reps[c].steps = states[c].step
+            if not reps[c].diverged:  # a finished sequential chain's loop ends with the stopping next()
+                streams.end_epoch(c)
             self.save(c, states[c], "diverged" if reps[c].diverged else "done", reps[c], *where[c], epoch_rng[c],
                       streams.now(c))
         streams.finish(chains[-1])  # the global RNGs end where the last sequential chain would leave them

@@ -162,7 +162,7 @@ def step_together(stepper: Sampler, pre: PrecomputedLogProb, grad: StackedGradie
 class ChainStreams:
     """Each chain's own pass over ``loader``, in the order a sequential run would give it (see module docstring).
 
-    ``start(c)`` / ``epoch(c)`` / ``next(c)`` run with chain ``c``'s RNG snapshot put in place and taken back after;
+    ``epoch(c)`` / ``next(c)`` / ``end_epoch(c)`` run with chain ``c``'s RNG snapshot put in place and taken back after;
     ``now(c)`` is that snapshot (for the resume files); ``finish(c)`` leaves the global RNGs as chain ``c`` left them.
     """
 
@@ -179,8 +179,22 @@ class ChainStreams:
                         pass
         restore_rng(first, loader)
 
+    def end_epoch(self, c: int) -> None:
+        """End chain ``c``'s current pass as a ``for`` loop does: with the ``next()`` that raises ``StopIteration``.
+        That call can draw from the RNGs (``RandomSampler`` draws one more permutation when it runs out, which a pass
+        ending on a full batch reaches only there), so the next epoch starts from the same state as a sequential
+        chain's."""
+        it = self.iters.pop(c, None)
+        if it is None:
+            return
+        restore_rng(self.snap[c], self.loader)
+        for _ in it:  # no batches are left: only the stopping next()
+            pass
+        self.snap[c] = capture_rng(self.loader)
+
     def epoch(self, c: int) -> dict[str, Any]:
-        """Start chain ``c``'s next epoch; returns the RNG snapshot at its start."""
+        """Start chain ``c``'s next epoch (ending the previous one); returns the RNG snapshot at its start."""
+        self.end_epoch(c)
         restore_rng(self.snap[c], self.loader)
         at_start = self.snap[c]
         self.iters[c] = iter(self.loader)
