@@ -17,7 +17,7 @@ def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool
     stage directory). ``check_base``: see :func:`~bayespeft.adapters.load_adapter`."""
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint, check_base)
+    load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     path = start_run(cfg, run_dir)
     with recording(path):
         metrics = {"params": built.params, "data": built.data.record(), "checkpoint": str(checkpoint), "map": evaluate_map(cfg, built, path)}

@@ -100,7 +100,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     lc = cfg.laplace
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint, check_base)
+    load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     run_dir = start_run(cfg, run_dir)
     with recording(run_dir):
         map_metrics = evaluate_map(cfg, built, run_dir)

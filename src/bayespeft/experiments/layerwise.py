@@ -118,7 +118,7 @@ def layerwise_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, 
     lc = layerwise_settings(cfg, cli)
     cfg = cfg.model_copy(update={"layerwise": lc})
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint, check_base)
+    load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     fp = fingerprint(cfg, built, lc)
     out = Path(out) if out is not None else default_out(cfg, fp)
     check_output_dir(out, "output directory", "choose another with --out DIR (or fix its permissions)")

@@ -29,14 +29,15 @@ import torch
 
 from .. import io
 from ..adapters import apply_adapter, load_adapter, parameter_report
+from ..adapters.checkpoint import read_meta
 from ..config import ExperimentConfig, dump_config
-from ..data import DataBundle, build_data, dataset_info
+from ..data import DataBundle, DataConfig, build_data, dataset_info
 from ..metrics import classification_metrics, plot_reliability_diagram, reliability_diagram_data
 from ..models import build_model
 from ..seed import seed_everything
 from ..train import predict_probs
 from ..train.loop import resolve_device
-from ..errors import RunError
+from ..errors import CheckpointError, RunError
 from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
 SPLITS = ("test", "test_shift")
@@ -155,8 +156,6 @@ def publish_rows(cfg: ExperimentConfig, run_dir: Path) -> int:
 
 def checkpoint_id(ckpt_dir: str | Path) -> str:
     """SHA-256 of the weights file of a saved adapter directory (recorded in its metadata, else computed)."""
-    from ..adapters.checkpoint import read_meta
-
     meta = read_meta(ckpt_dir)
     recorded = (meta.get("sha256") or {}).get(meta["weights"])
     return recorded or io.sha256_file(Path(ckpt_dir) / meta["weights"])
@@ -280,12 +279,36 @@ def start_run(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> Path:
     return path
 
 
-def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool = True) -> None:
+#: data keys that decide which examples a run trained on (its validation and test examples are the rest of the pool)
+SPLIT_KEYS = ("val_fraction", "test_fraction", "split_seed")
+
+
+def check_same_split(ckpt: Path, data: DataConfig) -> None:
+    """Refuse to evaluate (or fit a posterior for) a checkpoint on a split of its own dataset other than the one it
+    was trained with: the held-out examples would then include some of its training examples. Checkpoints without
+    a recorded config, or trained on another dataset, are not checked."""
+    trained = (read_meta(ckpt).get("metadata") or {}).get("config", {}).get("data")
+    if not isinstance(trained, dict) or trained.get("name") != data.name:
+        return
+    diff = [k for k in SPLIT_KEYS if k in trained and trained[k] != getattr(data, k)]
+    if diff:
+        was = ", ".join(f"data.{k}={trained[k]}" for k in diff)
+        now = ", ".join(f"data.{k}={getattr(data, k)}" for k in diff)
+        raise CheckpointError(f"{ckpt} was trained with {was} but this run has {now}: its validation/test examples "
+                              f"would include training examples. Use the run's own config ({ckpt.parent}/config.yaml) "
+                              f"or set {', '.join('data.' + k for k in diff)} back")
+
+
+def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool = True,
+                         data: DataConfig | None = None) -> None:
     """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch; with
-    ``check_base=False`` base weights other than those the adapter was trained on are accepted)."""
+    ``check_base=False`` base weights other than those the adapter was trained on are accepted). ``data``: the
+    run's data config, checked against the split the checkpoint was trained on (:func:`check_same_split`)."""
     ckpt = Path(checkpoint)
     if ckpt.is_dir() and (ckpt / "checkpoint").is_dir():  # a run directory
         ckpt = ckpt / "checkpoint"
+    if data is not None:
+        check_same_split(ckpt, data)
     load_adapter(built.model, ckpt, check_base=check_base)
     built.checkpoint = checkpoint_id(ckpt)
     if built.device is not None:  # evaluate / laplace / sample run where training would (train.device)

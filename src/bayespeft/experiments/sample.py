@@ -270,7 +270,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
     else:
         check_outputs(cfg)
         built = build(cfg)
-        load_checkpoint_into(built, checkpoint, check_base)
+        load_checkpoint_into(built, checkpoint, check_base, cfg.data)
         run_dir = start_run(cfg, run_dir)
         with recording(run_dir):
             metrics = {"params": built.params, "data": built.data.record(), "map": evaluate_map(cfg, built, run_dir)}
@@ -375,7 +375,7 @@ def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: st
             f"--samples {run_dir}`")}
     check_outputs(cfg, run_dir)
     built = build(cfg)
-    load_checkpoint_into(built, ckpt, check_base)
+    load_checkpoint_into(built, ckpt, check_base, cfg.data)
     if "map" not in metrics:  # stopped before the MAP results were written
         metrics = {"params": built.params, "map": evaluate_map(cfg, built, run_dir), "checkpoint": str(ckpt)}
     return _sample_into(cfg, built, run_dir, metrics, resume=True)
@@ -398,7 +398,7 @@ def evaluate_samples_run(cfg: ExperimentConfig, checkpoint: str | Path, samples_
     checkpoint = _warm_start(checkpoint, store)
     check_outputs(cfg)
     built = build(cfg)
-    load_checkpoint_into(built, checkpoint, check_base)
+    load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     run_dir = start_run(cfg)
     with recording(run_dir):
         map_metrics = evaluate_map(cfg, built, run_dir)
