@@ -38,6 +38,34 @@ def test_fingerprint_follows_contents_and_order_only():
     assert dataset_fingerprint(a) != dataset_fingerprint(b)
 
 
+def test_image_fingerprint_follows_stored_images_labels_rows_and_pipeline():
+    from bayespeft.data.images import ImageDataset, ImagePipeline
+    from bayespeft.inputs import InputSpec
+
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (12, 3, 8, 8), generator=gen, dtype=torch.uint8), torch.arange(12) % 4
+    spec = InputSpec(kind="image", image_size=16, in_chans=3, mean=(0.5,), std=(0.25,))
+
+    def fp(imgs=images, labs=labels, rows=(1, 3, 5, 7), **pipe):
+        return dataset_fingerprint(ImageDataset(imgs, labs, list(rows), ImagePipeline(spec, 8, 3, **pipe)))
+
+    ref = fp()
+    assert fp(images.clone(), labels.clone()) == ref  # other tensors, same contents
+    other = images.clone()
+    other[0, 0, 0, 0] ^= 1  # a row not in the split
+    assert fp(other) == ref
+    other[3, 2, 7, 7] ^= 1  # one value of one image of the split
+    assert fp(other) != ref
+    lab = labels.clone()
+    lab[5] = (lab[5] + 1) % 4
+    assert fp(labs=lab) != ref
+    assert fp(rows=(1, 3, 5)) != ref and fp(rows=(1, 3, 5, 9)) != ref
+    assert fp(shift="noise", severity=0.1) != ref != fp(shift="rotate", severity=5.0)
+    assert fp(shift="noise", severity=0.1, seed=1) != fp(shift="noise", severity=0.1)
+    small = InputSpec(kind="image", image_size=8, in_chans=3, mean=(0.5,), std=(0.25,))
+    assert dataset_fingerprint(ImageDataset(images, labels, [1, 3, 5, 7], ImagePipeline(small, 8, 3))) != ref
+
+
 def _edit_test_labels(root: Path, n: int) -> None:
     """Change the labels of the first ``n`` test images of a CIFAR-10 copy (images untouched)."""
     path = root / "cifar-10-batches-py" / "test_batch"
