@@ -62,8 +62,11 @@ def test_image_fingerprint_follows_stored_images_labels_rows_and_pipeline():
     assert fp(rows=(1, 3, 5)) != ref and fp(rows=(1, 3, 5, 9)) != ref
     assert fp(shift="noise", severity=0.1) != ref != fp(shift="rotate", severity=5.0)
     assert fp(shift="noise", severity=0.1, seed=1) != fp(shift="noise", severity=0.1)
+    assert fp(shift="rotate", severity=5.0) != fp(shift="rotate", severity=10.0)
     small = InputSpec(kind="image", image_size=8, in_chans=3, mean=(0.5,), std=(0.25,))
     assert dataset_fingerprint(ImageDataset(images, labels, [1, 3, 5, 7], ImagePipeline(small, 8, 3))) != ref
+    other_norm = InputSpec(kind="image", image_size=16, in_chans=3, mean=(0.5,), std=(0.5,))
+    assert dataset_fingerprint(ImageDataset(images, labels, [1, 3, 5, 7], ImagePipeline(other_norm, 8, 3))) != ref
 
 
 def _edit_test_labels(root: Path, n: int) -> None:
