@@ -160,8 +160,8 @@ def publish_rows(cfg: ExperimentConfig, run_dir: Path) -> int:
                        f"{run_dir / 'metrics.json'} and {run_dir / ROWS}") from e
     others = [r for r in skipped if r.get("run_dir") != str(run_dir)]
     if others:
-        print(f"note: {len(others)} result(s) already in {csv_path} (same checkpoint, posterior, settings and split; "
-              f"first recorded by run {others[0].get('run')}); not appended again", file=sys.stderr)
+        print(f"note: {len(others)} result(s) already in {csv_path} (same checkpoint, data contents, posterior, "
+              f"settings and split; first recorded by run {others[0].get('run')}); not appended again", file=sys.stderr)
     return len(appended)
 
 
