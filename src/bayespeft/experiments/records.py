@@ -7,7 +7,8 @@ shared CSV with a fixed header (:data:`RESULT_COLUMNS`), and only once the run h
 files.
 
 One row per distinct result: each row carries a ``result_key`` (SHA-256 of what determines the numbers: the
-checkpoint's weights, the model/adapter/data settings, the posterior and its settings, the split; see
+checkpoint's weights, the model/adapter/data settings, the evaluated split's content fingerprint (where the files
+lie is no part of it), the posterior and its settings, the split; see
 :func:`bayespeft.experiments.run.result_key`). A row whose key the CSV already holds is not appended again (the
 first recorded result is kept; a finished result is never overwritten). The check and the append happen under an
 exclusive lock (``<csv>.lock``), so parallel runs can share one CSV.
