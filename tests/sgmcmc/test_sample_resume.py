@@ -192,3 +192,36 @@ def test_stopped_during_evaluation_resumes_by_evaluating(tmp_path, capsys, train
     assert table_lines(capsys.readouterr().out) == want
     assert (run / "samples" / "samples.jsonl").read_text() == before
     assert json.loads((run / "metrics.json").read_text())["sgmcmc"]["resumed"] is True
+
+
+def test_rows_of_an_incomplete_store_are_marked_and_kept_apart_from_the_complete_ones(tmp_path, monkeypatch, capsys,
+                                                                                        trained):
+    cfg_path = write_cfg(config(tmp_path / "runs"), tmp_path / "cfg.yaml")
+    with monkeypatch.context() as mp:
+        stop_after(mp, 4)  # chain 0: 4 of 9 draws; chain 1 never started
+        assert main(["sample", cfg_path, "--checkpoint", str(trained)]) == 130
+    (cut,) = run_dirs(tmp_path / "runs")
+    evaluate = ["evaluate", cfg_path, "--checkpoint", str(trained), "--samples", str(cut)]
+    assert main(evaluate) == 0
+    csv = tmp_path / "runs" / "results.csv"
+
+    def sample_rows():
+        df = pd.read_csv(csv)
+        return df[df["posterior"].str.startswith("sgld-")].reset_index(drop=True)
+
+    part = sample_rows()
+    assert sorted(part["posterior"]) == ["sgld-ensemble", "sgld-sample"]  # digits: test split only
+    ens = part[part["posterior"] == "sgld-ensemble"].iloc[0]
+    assert ens["n_samples"] == 4 and ens["samples_planned"] == 18 and not part["complete"].any()
+    assert part["sampler_lr"].tolist() == [1e-3, 1e-3] and part["temperature"].tolist() == [1.0, 1.0]
+    assert part[part["posterior"] == "sgld-sample"]["samples_planned"].isna().all()
+
+    capsys.readouterr()
+    assert main(["sample", cfg_path, "--resume", str(cut)]) == 0  # finishes the store; evaluates it as complete
+    assert main(evaluate) == 0  # the complete store again: the same result as the resumed run's, no new row
+    assert "already in" in capsys.readouterr().err
+    rows = sample_rows()
+    assert len(rows) == 4 and rows.iloc[:2].equals(part)  # the partial rows kept, unchanged
+    done = rows.iloc[2:]
+    assert done["complete"].all() and done[done["posterior"] == "sgld-ensemble"]["n_samples"].tolist() == [18]
+    assert rows["result_key"].nunique() == 4

@@ -26,6 +26,7 @@ __getattr__, __dir__, _exported = attach(__name__, {
     "base": ["DataBundle", "DatasetInfo", "Loaders", "register_dataset", "split_indices", "subsample"],
     "collate": ["Collator", "ensure_pad_token"],
     "config": ["DataConfig"],
+    "fingerprint": ["dataset_fingerprint"],
 })
 __all__ = sorted([*_exported, "DATASETS", "build_data", "dataset_info", "list_datasets"])
 

@@ -18,6 +18,7 @@ Output ``pixel_values``: float32 (C, image_size, image_size).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,6 +113,15 @@ class ImageDataset(Dataset):
     def targets(self) -> torch.Tensor:
         """Labels of this split, (len(self),) long."""
         return self.labels[self.indices]
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """What determines this split's items, for :func:`bayespeft.data.fingerprint.dataset_fingerprint`: the
+        stored images and labels of its rows (in order) and the pipeline's settings -- as cheap to hash as the
+        stored bytes, where hashing the items would resize every image."""
+        pipe = self.pipeline
+        return {"images": self.images[self.indices], "labels": self.labels[self.indices],
+                "pipeline": [pipe.size, pipe.chans, pipe.native_size, pipe.native_chans, pipe.shift, pipe.severity,
+                             pipe.seed, pipe.mean, pipe.std, repr(pipe.augment)]}
 
 
 def image_splits(

@@ -7,14 +7,17 @@ shared CSV with a fixed header (:data:`RESULT_COLUMNS`), and only once the run h
 files.
 
 One row per distinct result: each row carries a ``result_key`` (SHA-256 of what determines the numbers: the
-checkpoint's weights, the model/adapter/data settings, the posterior and its settings, the split; see
+checkpoint's weights, the model/adapter/data settings, the evaluated split's content fingerprint (where the files
+lie is no part of it), the posterior and its settings, the split; see
 :func:`bayespeft.experiments.run.result_key`). A row whose key the CSV already holds is not appended again (the
 first recorded result is kept; a finished result is never overwritten). The check and the append happen under an
 exclusive lock (``<csv>.lock``), so parallel runs can share one CSV.
 
-A CSV written before the result key existed (header :data:`LEGACY_COLUMNS`) is migrated on the next append: it is
-rewritten atomically with the new header, every old value staying in its column and the new columns empty. A CSV
-with any other header is refused (use another ``output.results_csv``).
+A CSV written by an earlier version (header :data:`LEGACY_COLUMNS`, before the result key, or :data:`KEYED_COLUMNS`,
+before the data fingerprint) is migrated on the next append: it is rewritten atomically with the new header, every
+old value staying in its column and the new columns empty. An empty ``data_fingerprint`` means "unknown": the keys
+of such rows were computed without one, so no new result is ever taken for one of them. A CSV with any other header
+is refused (use another ``output.results_csv``).
 """
 
 from __future__ import annotations
@@ -37,13 +40,23 @@ LEGACY_COLUMNS = [
     "nll", "ece", "brier", "train_time_s", "eval_time_s", "epochs", "seed", "run_dir",
 ]
 
-#: The results CSV header: the legacy columns (same order), then the posterior's settings (Laplace: structure,
-#: subset, curvature, prior method, the tuned prior precision, predictive, link; SG-MCMC: number of samples), the
-#: SHA-256 of the checkpoint's weights file, and the result key.
-RESULT_COLUMNS = [
+#: The header of results CSVs written before the data fingerprint and the SG-MCMC completeness were recorded.
+KEYED_COLUMNS = [
     *LEGACY_COLUMNS, "structure", "subset", "curvature", "prior_method", "prior_precision", "predictive", "link",
     "n_samples", "checkpoint", "result_key",
 ]
+
+#: The results CSV header: the legacy columns (same order), then the posterior's settings (Laplace: structure,
+#: subset, curvature, prior method, the tuned prior precision, predictive, link; SG-MCMC: number of samples), the
+#: SHA-256 of the checkpoint's weights file, the result key, the content fingerprint of the evaluated split
+#: (:func:`bayespeft.data.fingerprint.dataset_fingerprint`), and for SG-MCMC rows: the draws the sample store's
+#: plan asks for (``samples_planned``, chains x draws per chain; ensemble rows), whether the store held all of them
+#: when evaluated (``complete``: ``True``/``False``, empty for a store without a plan), the sampler's step size and
+#: temperature.
+RESULT_COLUMNS = [*KEYED_COLUMNS, "data_fingerprint", "samples_planned", "complete", "sampler_lr", "temperature"]
+
+#: Earlier headers, rewritten with :data:`RESULT_COLUMNS` on the next append.
+OLD_HEADERS = (LEGACY_COLUMNS, KEYED_COLUMNS)
 
 
 def utc_stamp() -> str:
@@ -113,7 +126,7 @@ def _header(path: Path) -> list[str] | None:
     if not first:
         return None
     cols = next(csv.reader([first]))
-    if cols not in (RESULT_COLUMNS, LEGACY_COLUMNS):
+    if cols != RESULT_COLUMNS and cols not in OLD_HEADERS:
         raise RunError(f"results CSV {path} has another header ({first[:80]!r}...), not a bayespeft results file; "
                        "set another with --set output.results_csv=PATH")
     return cols
@@ -140,7 +153,8 @@ def _fmt(v: Any) -> str:
 
 
 def _migrate(path: Path) -> None:
-    """Rewrite a legacy CSV with :data:`RESULT_COLUMNS` (atomically; old values keep their columns)."""
+    """Rewrite a CSV with an earlier header (:data:`OLD_HEADERS`) with :data:`RESULT_COLUMNS` (atomically; old
+    values keep their columns, the new ones are empty)."""
     from .. import io
 
     with open(path, newline="") as f:
@@ -172,7 +186,7 @@ def append_results(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) 
     skipped: list[dict] = []
     with _locked(path):
         header = _header(path)
-        if header == LEGACY_COLUMNS:
+        if header in OLD_HEADERS:
             _migrate(path)
         existing: dict[str, dict] = {}
         if header is not None:

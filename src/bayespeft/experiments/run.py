@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ..adapters import apply_adapter, load_adapter, parameter_report
 from ..adapters.checkpoint import read_meta
 from ..config import ExperimentConfig, dump_config
 from ..data import DataBundle, DataConfig, build_data, dataset_info
+from ..data.fingerprint import dataset_fingerprint
 from ..metrics import classification_metrics, plot_reliability_diagram, reliability_diagram_data
 from ..models import build_model
 from ..seed import seed_everything
@@ -44,7 +45,8 @@ SPLITS = ("test", "test_shift")
 ROWS = "rows.csv"
 
 #: Data settings that cannot change a test metric (file locations, training-only loader settings): left out of the
-#: result key.
+#: result key. What the files hold enters it instead, as the evaluated split's content fingerprint
+#: (:func:`split_fingerprint`): the same data in another directory is the same result, edited data another.
 DATA_KEY_IGNORES = frozenset({"root", "download", "verify_checksums", "batch_size", "eval_batch_size", "num_workers", "augment"})
 #: Model settings that cannot change a result (whether missing weights may be downloaded): left out of the result key.
 MODEL_KEY_IGNORES = frozenset({"offline"})
@@ -66,6 +68,8 @@ class Built:
     #: where a loaded checkpoint is evaluated and its posterior fitted (``train.device``); training places the model
     #: itself
     device: torch.device | None = None
+    #: content fingerprint of each evaluation split (:func:`split_fingerprint`), computed on first use
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 def build(cfg: ExperimentConfig) -> Built:
@@ -83,6 +87,14 @@ def build(cfg: ExperimentConfig) -> Built:
 def split_loaders(loaders: Any) -> dict[str, Any]:
     """The evaluation loaders that exist: ``test`` and, when configured, ``test_shift``."""
     return {s: getattr(loaders, s) for s in SPLITS if getattr(loaders, s, None) is not None}
+
+
+def split_fingerprint(built: Built, split: str) -> str:
+    """Content fingerprint of the examples the ``split`` loader evaluates
+    (:func:`bayespeft.data.fingerprint.dataset_fingerprint`), computed once per split and kept in ``built``."""
+    if split not in built.fingerprints:
+        built.fingerprints[split] = dataset_fingerprint(getattr(built.loaders, split).dataset)
+    return built.fingerprints[split]
 
 
 # ---- output locations and run status -----------------------------------------------------------------------------
@@ -149,8 +161,8 @@ def publish_rows(cfg: ExperimentConfig, run_dir: Path) -> int:
                        f"{run_dir / 'metrics.json'} and {run_dir / ROWS}") from e
     others = [r for r in skipped if r.get("run_dir") != str(run_dir)]
     if others:
-        print(f"note: {len(others)} result(s) already in {csv_path} (same checkpoint, posterior, settings and split; "
-              f"first recorded by run {others[0].get('run')}); not appended again", file=sys.stderr)
+        print(f"note: {len(others)} result(s) already in {csv_path} (same checkpoint, data contents, posterior, "
+              f"settings and split; first recorded by run {others[0].get('run')}); not appended again", file=sys.stderr)
     return len(appended)
 
 
@@ -162,17 +174,21 @@ def checkpoint_id(ckpt_dir: str | Path) -> str:
 
 
 def result_key(cfg: ExperimentConfig, built: Built, run_dir: Path, posterior: str, split: str,
-               settings: dict[str, Any] | None) -> str:
+               settings: dict[str, Any] | None, data_fingerprint: str | None = None) -> str:
     """SHA-256 naming one result: the checkpoint's weights, model, adapter and (test-relevant) data settings, the
-    posterior and its ``settings``, the split. With ``settings=None`` (settings not known) or without a saved
-    checkpoint the run directory is part of the key, so such a result is never taken for another run's."""
+    content fingerprint of the evaluated split (:func:`split_fingerprint`; None: unknown), the posterior and its
+    ``settings``, the split. With ``settings=None`` (settings not known) or without a saved checkpoint the run
+    directory is part of the key, so such a result is never taken for another run's.
+
+    Rows recorded before the fingerprint entered the key carry other keys, so an older row is never taken for a
+    new result (re-evaluating such a checkpoint adds one new row, with its fingerprint)."""
     own = settings is None or built.checkpoint is None
     src = {
         "checkpoint": built.checkpoint, "run": str(run_dir.resolve()) if own else None,
         "model": model_key(cfg),
         "adapter": {k: v for k, v in cfg.adapter.model_dump(mode="json").items() if k != "dropout"},
         "data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in DATA_KEY_IGNORES},
-        "posterior": posterior, "settings": settings, "split": split,
+        "data_fingerprint": data_fingerprint, "posterior": posterior, "settings": settings, "split": split,
     }
     return hashlib.sha256(json.dumps(src, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -209,6 +225,7 @@ def record_predictive(
     labels: torch.Tensor,
     extra: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    columns: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics for one predictive on one split: JSON-ready dict, reliability PNG, one row in the run's ``rows.csv``
     (published to the shared CSV by :func:`finish_run`).
@@ -219,7 +236,9 @@ def record_predictive(
     ``settings``: what, besides the checkpoint, data and split, determines this predictive (``{}`` for the MAP;
     the Laplace config for a Laplace posterior); it enters the result key and fills the settings columns. ``extra``
     may carry ``train_time_s``, ``eval_time_s``, ``epochs``, ``n_samples`` and ``prior_precision`` (the tuned
-    value) for the CSV; all of ``extra`` is returned with the metrics.
+    value) for the CSV; all of ``extra`` is returned with the metrics. ``columns``: further CSV cells only (the
+    SG-MCMC ``samples_planned``, ``complete``, ``sampler_lr``, ``temperature``). The row also records the split's
+    content fingerprint (``data_fingerprint``), which is part of its result key.
     """
     m = classification_metrics(probs, labels)
     # per-bin counts / accuracies / confidences (the equal-width bins of ``ece``): small, and what a sweep report
@@ -230,6 +249,7 @@ def record_predictive(
     if cfg.output.reliability_plots:
         plot_reliability_diagram(probs, labels, run_dir / "plots" / f"reliability_{tag}.png", title=f"{posterior} ({split})")
     extra = dict(extra or {})
+    fp = split_fingerprint(built, split)
     append_results(
         run_dir / ROWS,
         [{
@@ -237,7 +257,9 @@ def record_predictive(
             "n_samples": extra.get("n_samples", _settings_columns(settings).get("n_samples")),
             "prior_precision": _cell(extra.get("prior_precision")),
             "checkpoint": built.checkpoint,
-            "result_key": result_key(cfg, built, run_dir, posterior, split, settings),
+            "data_fingerprint": fp,
+            "result_key": result_key(cfg, built, run_dir, posterior, split, settings, fp),
+            **(columns or {}),
             "run": run_dir.name,
             "method": cfg.adapter.method,
             "posterior": posterior,

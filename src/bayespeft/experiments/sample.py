@@ -151,6 +151,17 @@ def diagnose(store: SampleStore, sc: SamplerConfig, run_dir: Path, plots: bool =
 
 
 # ---- evaluation -------------------------------------------------------------------------------------------------
+def store_status(store: SampleStore) -> dict[str, Any]:
+    """The SG-MCMC columns of a results-CSV row: ``samples_planned`` (chains x draws per chain of the store's plan),
+    ``complete`` (:meth:`SampleStore.completeness`; None for a store without a plan), and the ``sampler_lr`` and
+    ``temperature`` the store was sampled with (None when it does not record its sampler settings)."""
+    c = store.completeness()
+    planned = None if c["chains_asked"] is None else len(c["chains_asked"]) * c["draws_per_chain_asked"]
+    sampler = store.metadata.get("sampler") or {}
+    return {"samples_planned": planned, "complete": c["complete"], "sampler_lr": sampler.get("lr"),
+            "temperature": sampler.get("temperature")}
+
+
 def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: SampleStore, label: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Single-sample and ensemble predictives of ``store`` on every evaluation split (CSV rows, reliability PNGs).
@@ -170,8 +181,11 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
     out: dict[str, Any] = {"single_sample": {k: store.entries[single][k] for k in ("chain", "draw", "step")},
                            "n_samples": len(idx), "chains": kept, "single": {}, "ensemble": {}}
     device = next(built.model.parameters()).device
-    # the result key of a sample row: which store and which of its samples (re-evaluating them adds no row)
-    source = {"store": str(Path(store.root).resolve())}
+    # the result key of a sample row: which store and which of its samples (re-evaluating them adds no row), and
+    # whether the store was complete: rows of an interrupted store are other results, marked complete=False
+    status = store_status(store)
+    source = {"store": str(Path(store.root).resolve()), "complete": status["complete"],
+              "samples_planned": status["samples_planned"]}
     for split, loader in split_loaders(built.loaders).items():
         loader = eval_batches(loader, device)
         labels = labels_of(loader)
@@ -179,12 +193,14 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
         probs = predict_sample(built.model, store.load(single), loader)
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": 1}
         out["single"][split] = record_predictive(cfg, built, run_dir, f"{label}-sample", split, probs, labels, ev,
-                                                 settings={**source, "samples": [store.entries[single]["file"]]})
+                                                 settings={**source, "samples": [store.entries[single]["file"]]},
+                                                 columns={**status, "samples_planned": None})
         t0 = time.perf_counter()
         probs = ensemble_predict(built.model, store, loader, indices=idx)
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": len(idx)}
         out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev,
-                                                   settings={**source, "samples": [store.entries[i]["file"] for i in idx]})
+                                                   settings={**source, "samples": [store.entries[i]["file"] for i in idx]},
+                                                   columns=status)
     return out
 
 
