@@ -91,4 +91,4 @@ def test_bf16_model_kfac_glm_predictive_runs_in_the_structures_float32():
     model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
     want = L.fit(model32, [(X.float(), y)], structure="kfac", prior_precision=1.0).predict(X.float())
     assert probs.dtype == torch.float32
-    torch.testing.assert_close(probs, want, rtol=0, atol=2e-2)
+    torch.testing.assert_close(probs, want, rtol=0, atol=5e-3)  # measured 5e-4
