@@ -62,9 +62,19 @@ def test_a_fixed_prior_must_be_positive():
 
 def test_per_group_tuning_shows_no_bar_whatever_the_environment_says(monkeypatch, capsys):
     """``full`` is not block-diagonal: one ``optimize_prior`` per group, each with ``progress=False``."""
+    import bayespeft.laplace.posterior as posterior_mod
+
     lw = LayerwiseLaplace.fit(mlp(), loader(), structure="full", progress=False)
     monkeypatch.setenv("BAYESPEFT_PROGRESS", "bar")
+    asked, real_bar = [], posterior_mod.progress_bar
+
+    def bar(it, desc, enabled):
+        asked.append((desc, enabled))
+        return real_bar(it, desc=desc, enabled=enabled)
+
+    monkeypatch.setattr(posterior_mod, "progress_bar", bar)
     lw.tune_priors(n_steps=3)
+    assert asked == [("prior (marglik)", False)] * 4
     assert capsys.readouterr().err == ""
 
 
@@ -107,7 +117,8 @@ def test_sets_must_be_lists_of_group_names():
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_glm_chunks_and_progress_bar(monkeypatch, progress):
-    """GLM: at most ``chunk_size`` examples per Jacobian pass (default 32: one pass per batch of 6), one bar
+    """GLM: at most ``chunk_size`` examples per Jacobian pass (default 32: one pass per batch of 6, 32 + 8 for a
+    batch of 40), one bar
     ``layer-wise GLM`` with ``progress`` passed on; MC: one bar ``layer-wise MC``."""
     lw = LayerwiseLaplace.fit(mlp(), loader(), structure="diag", prior_precision=2.0, progress=False)
     sizes, real = [], lw.posterior.structure.glm_cov_parts
@@ -129,5 +140,23 @@ def test_glm_chunks_and_progress_bar(monkeypatch, progress):
     sizes.clear()
     lw.predict_loader(loader(12, seed=1), [["6"]], "glm", progress=progress)
     assert sizes == [6, 6]
+    sizes.clear()
+    lw.predict_loader(loader(40, seed=1, batch_size=40), [["6"]], "glm", progress=progress)
+    assert sizes == [32, 8]
     lw.predict_loader(loader(4, seed=1), [["6"]], "mc", n_samples=2, progress=progress)
-    assert bars == [("layer-wise GLM", progress)] * 2 + [("layer-wise MC", progress)]
+    assert bars == [("layer-wise GLM", progress)] * 3 + [("layer-wise MC", progress)]
+
+
+def test_bf16_model_glm_probabilities_come_from_float32_logits():
+    """A bf16 model's structure is float32; its logits are cast to it before the softmax and the probit link, so
+    the MAP probabilities are ``softmax`` of the float32 logits (not a bf16 softmax)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).bfloat16()
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(6, 4, generator=g).bfloat16(), torch.randint(0, 3, (6,), generator=g)
+    lw = LayerwiseLaplace.fit(model, [(X, y)], structure="diag", prior_precision=1.0, progress=False)
+    out = lw.predict_loader([(X, y)], [["2"]], "glm", progress=False)
+    with torch.no_grad():
+        want = torch.softmax(model(X).float(), -1)
+    assert out.map_probs.dtype == out.probs[0].dtype == torch.float32
+    torch.testing.assert_close(out.map_probs, want, rtol=0, atol=1e-7)
