@@ -145,7 +145,10 @@ class LayerwiseLaplace:
         post = self.posterior
         names = self.names
         index = torch.tensor([names.index(self._module_group[m]) for m in post.groups], device=post.structure.device)
-        log_delta = post.prior_precision[:1].detach().log().expand(len(names)).clone().requires_grad_(True)
+        # each group starts from its fitted value (that of its first module group), as the per-group path does
+        start = post.prior_precision.detach().expand(len(post.groups))
+        first = [index.tolist().index(i) for i in range(len(names))]
+        log_delta = start[first].log().clone().requires_grad_(True)
         opt = torch.optim.Adam([log_delta], lr=lr)
         for _ in range(n_steps):
             opt.zero_grad()
