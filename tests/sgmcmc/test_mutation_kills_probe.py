@@ -119,3 +119,64 @@ def test_directions_are_float32_draws_whatever_the_default_dtype() -> None:
         torch.set_default_dtype(old)
     for k in range(3):
         assert out[f"proj_{k}"] == pytest.approx(_proj(_flat(p), 2, k), rel=1e-5)
+
+
+class CountingNet(nn.Module):
+    """Linear(3, 4) with dropout (must be off while probing) that counts its Python-level forward calls; with
+    ``item=True`` its forward reads a value (``.item()``), which ``vmap`` cannot run."""
+
+    def __init__(self, item: bool = False) -> None:
+        super().__init__()
+        self.lin, self.drop, self.item, self.calls = nn.Linear(3, 4), nn.Dropout(0.5), item, 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.lin(x)
+        scale = 1.0 + 0.0 * float(h.abs().max().item()) if self.item else 1.0  # h depends on the (batched) params
+        return self.drop(h) * scale
+
+
+def _sets(net: CountingNet, k: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(7)
+    return [{n: torch.randn(p.shape, generator=g) for n, p in net.named_parameters()} for _ in range(k)]
+
+
+def _hand(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Mean log-likelihood of the probe under ``params`` written out (dropout off)."""
+    logits = x @ params["lin.weight"].T + params["lin.bias"]
+    return F.log_softmax(logits, -1).gather(-1, y[:, None]).squeeze(-1).tolist()
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_many_probes_several_sets_in_one_forward_with_each_sets_values(k):
+    torch.manual_seed(0)
+    net = CountingNet().train()
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    probe = ProbeDiagnostics(net, (x, y), n_projections=2, seed=0)
+    sets = _sets(net, k)
+    out = probe.many(sets)
+    assert net.calls == 1 and net.training  # one vmapped forward; the mode is restored
+    for res, p in zip(out, sets):
+        want = _hand(p, x, y)
+        assert res["loglik"] == pytest.approx(sum(want) / len(want), abs=1e-5)
+        assert res["true_class_prob"] == pytest.approx([math.exp(v) for v in want], abs=1e-5)
+
+
+def test_many_of_one_set_is_that_sets_probe():
+    net = CountingNet()
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    probe = ProbeDiagnostics(net, (x, y), n_projections=1, seed=0)
+    (p,) = _sets(net, 1)
+    assert probe.many([p]) == [probe(p)] and probe.many([]) == []
+
+
+def test_many_falls_back_to_one_forward_per_set_when_vmap_cannot_run_the_model():
+    net = CountingNet(item=True)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    probe = ProbeDiagnostics(net, (x, y), n_projections=1, seed=0)
+    sets = _sets(net, 3)
+    out = probe.many(sets)
+    assert net.calls == 1 + 3  # the failed vmapped call, then one per set
+    for res, p in zip(out, sets):
+        want = _hand(p, x, y)
+        assert res["loglik"] == pytest.approx(sum(want) / len(want), abs=1e-5)

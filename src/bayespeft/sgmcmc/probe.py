@@ -70,25 +70,24 @@ class ProbeDiagnostics:
             return functional_call(self.model, dict(params), args=(), kwargs=dict(self.inputs))
         return functional_call(self.model, dict(params), (self.inputs,))
 
-    @torch.no_grad()
     def __call__(self, params: Mapping[str, Tensor]) -> dict[str, Any]:
-        with eval_mode(self.model):
+        with torch.no_grad(), eval_mode(self.model):  # (a context, not a decorator: mutmut skips decorated functions)
             logits = self._logits(params)
-        return self._summaries(logits, params)
+            return self._summaries(logits, params)
 
-    @torch.no_grad()
     def many(self, params_list: list[Mapping[str, Tensor]]) -> list[dict[str, Any]]:
         """``[self(p) for p in params_list]`` with one ``vmap``-ed forward over the stacked parameter sets (several
         chains' samples kept at the same step); one forward per set if the model cannot run under ``vmap``."""
         if len(params_list) < 2:
             return [self(p) for p in params_list]
-        stacked = {k: torch.stack([p[k] for p in params_list]) for k in params_list[0]}
-        try:
-            with eval_mode(self.model):
-                logits = vmap(self._logits, randomness="error")(stacked)
-        except Exception:  # noqa: BLE001 - e.g. an operation without a batching rule: one set at a time
-            return [self(p) for p in params_list]
-        return [self._summaries(logits[c], p) for c, p in enumerate(params_list)]
+        with torch.no_grad():
+            stacked = {k: torch.stack([p[k] for p in params_list]) for k in params_list[0]}
+            try:
+                with eval_mode(self.model):
+                    logits = vmap(self._logits, randomness="error")(stacked)
+            except Exception:  # noqa: BLE001 - e.g. an operation without a batching rule: one set at a time
+                return [self(p) for p in params_list]
+            return [self._summaries(logits[c], p) for c, p in enumerate(params_list)]
 
     def _summaries(self, logits: Tensor, params: Mapping[str, Tensor]) -> dict[str, Any]:
         logp = logits.float().log_softmax(-1).gather(-1, self.labels.view(-1, 1)).squeeze(-1)
