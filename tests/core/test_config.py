@@ -155,3 +155,16 @@ def test_number_type_check_walks_unions_lists_and_dicts():
     for value, ann in [(True, bool), (True, bool | int), (1, float), (1.5, float | Literal["marglik"]),
                        ("marglik", float | Literal["marglik"]), ([1, 2], list[float]), (None, int | None)]:
         check_number_type(value, ann)
+
+
+def test_missing_base_names_the_file_whose_base_points_there(tmp_path, capsys):
+    from bayespeft.cli import main
+
+    child = write(tmp_path, "base: nothere.yaml\nname: x\n", "child.yaml")
+    assert main(["validate", str(child)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{child}: base: nothere.yaml names a config file that does not exist ({tmp_path / 'nothere.yaml'})" in err
+    write(tmp_path, "base: [child.yaml]\n", "grandchild.yaml")  # the error names the file one level down
+    with pytest.raises(ConfigError, match=rf"^{child}: base: nothere\.yaml names"):
+        read_yaml(tmp_path / "grandchild.yaml")
