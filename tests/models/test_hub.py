@@ -267,5 +267,5 @@ def test_pretrained_model_without_cached_tokenizer_names_the_tokenizer(hub_cache
     with pytest.raises(HubError) as err:  # HF_HUB_OFFLINE=1: pretrained phi-2, its tokenizer is read first
         build_model(ModelConfig(name="phi-2"), 4)
     msg = str(err.value)
-    assert "the tokenizer files of 'microsoft/phi-2'" in msg and "Fix: set model.tokenizer" in msg
-    assert "not needed" not in msg
+    assert "the tokenizer files of 'microsoft/phi-2'" in msg and "Fix: give model.path" in msg and "model.tokenizer" in msg
+    assert "not needed" not in msg and "(`hf download microsoft/phi-2`, same HF_HOME)" in msg  # the weights too

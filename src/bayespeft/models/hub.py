@@ -63,7 +63,9 @@ _TOKENIZER_FILES = "{id} --include '*.json' '*.txt' '*.model'"  # tokenizer and 
 # what a from_pretrained call could not find -> (how to name it, `hf download` arguments, the local alternative)
 _MISSING = {
     "weights": ("the pretrained weights {id!r}", "{id}", "give model.path (a local copy)"),
-    "tokenizer": ("the tokenizer files of {id!r}", _TOKENIZER_FILES, "set model.tokenizer to a local tokenizer directory"),
+    # pretrained weights wanted too (they load after the tokenizer): the whole model is to be fetched
+    "tokenizer": ("the tokenizer files of {id!r}", "{id}", "give model.path (a local copy of the model and its "
+                  "tokenizer; model.tokenizer for a separate tokenizer directory)"),
     # pretrained: false builds the weights from a config: the tokenizer is all that is read from the hub
     "tokenizer_only": ("the tokenizer files of {id!r}", _TOKENIZER_FILES, "set model.tokenizer to a local tokenizer "
                        "directory (model.pretrained is false: the pretrained weights are not needed)"),
