@@ -35,6 +35,7 @@ import json
 import math
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bayespeft.data import DataConfig, build_data
+from bayespeft.errors import BayesPeftError
 from bayespeft.inputs import InputSpec
 from bayespeft.laplace.bayesian_lora import (
     calculate_kronecker_factors,
@@ -56,6 +58,7 @@ from bayespeft.laplace.bayesian_lora import (
 )
 from bayespeft.metrics import accuracy, calibration_error, nll
 from bayespeft.models.hf_text import letter_token_ids
+from bayespeft.models.hub import env_flag, first_line, hub_cache
 
 #: upstream settings (examples/configs/example_usage.yaml, llm/phi.yaml, llm/peft/lora.yaml, dset/arc.yaml)
 UPSTREAM = dict(
@@ -83,6 +86,59 @@ def build_tiny(directory: Path) -> tuple[str, Path]:
     return str(directory / "model"), directory / "arc"
 
 
+class ModelUnavailable(Exception):
+    """``--model`` could not be loaded; the message says what is missing and how to fix it (exit 2, no traceback)."""
+
+
+#: what a ``save_pretrained`` model directory needs besides its weights (transformers 5 builds an empty GPT-2
+#: tokenizer, silently, from a directory without tokenizer files)
+NEEDED_FILES = {"config.json": ("config.json",), "tokenizer files": ("tokenizer.json", "tokenizer_config.json")}
+
+
+def incomplete_directory(path: Path, lacks: str) -> str:
+    files = sorted(p.name for p in path.iterdir())
+    held = f"it holds {', '.join(files[:6])}{', ...' if len(files) > 6 else ''}" if files else "it is empty"
+    return (f"--model {path}: not a complete model directory: {lacks}; {held}. Fix: pass --model a directory saved "
+            "by save_pretrained (config.json, weights and tokenizer files) or a hub id, or --tiny for the offline demo")
+
+
+def unavailable_message(model: str, e: BaseException) -> str:
+    """One line for a ``--model`` (hub id or local directory) that ``from_pretrained`` could not load."""
+    path, why = Path(model).expanduser(), first_line(e)
+    if path.is_dir():
+        return incomplete_directory(path, why)
+    if model.startswith(("/", ".", "~")):
+        return f"--model {model}: no such directory. Fix: pass --model a local model directory or a hub id, or --tiny"
+    flag = env_flag("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    if flag:
+        return (f"--model {model}: the model is not in the Hugging Face cache {hub_cache()} and downloads are off "
+                f"({flag}=1) ({why}). Fix: run once with network without {flag}=1, or copy it into that cache from a "
+                f"connected machine (`hf download {model}`, same HF_HOME), or pass --model a local model directory, "
+                "or --tiny for the offline demo")
+    return (f"--model {model}: could not download the model from the Hugging Face hub into {hub_cache()} ({why}). "
+            "Fix: check the network and the id (a gated repo needs `hf auth login`), or pass --model a local model "
+            "directory, or --tiny for the offline demo")
+
+
+def load_model(args: argparse.Namespace, dtype: t.dtype) -> tuple[nn.Module, Any]:
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` of ``--model``; :class:`ModelUnavailable` when either is missing."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(args.model).expanduser()
+    if path.is_dir():
+        lacks = [what for what, names in NEEDED_FILES.items() if not any((path / n).is_file() for n in names)]
+        if lacks:
+            raise ModelUnavailable(incomplete_directory(path, "no " + " and no ".join(lacks)))
+    try:
+        # eager attention: the Jacobians of step 7 (jacrev = vmap over a backward pass) have no batching rule for the
+        # fused scaled-dot-product-attention backward and would fall back to a slow per-output loop
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn_implementation)
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError) as e:  # not cached / not downloadable / not a model directory
+        raise ModelUnavailable(unavailable_message(args.model, e)) from e
+    return model, tokenizer
+
+
 def evaluate(probs: t.Tensor, labels: t.Tensor) -> dict[str, float]:
     """Accuracy, NLL (-mean log p[y]) and 15-bin top-label ECE (torchmetrics' CalibrationError, as upstream)."""
     return {"acc": accuracy(probs, labels), "nll": nll(probs, labels), "ece": calibration_error(probs, labels, n_bins=15)}
@@ -94,19 +150,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     #
     device = args.device or ("cuda:0" if t.cuda.is_available() else "cpu")
     t.manual_seed(args.seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     #
     # 2. Load PEFT model and dataset
     #
     dtype = {"bfloat16": t.bfloat16, "float32": t.float32}[args.dtype]
-    # eager attention: the Jacobians of step 7 (jacrev = vmap over a backward pass) have no batching rule for the
-    # fused scaled-dot-product-attention backward and would fall back to a slow per-output loop
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn_implementation).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model, tokenizer = load_model(args, dtype)
+    model = model.to(device)
     peft_cfg = peft.LoraConfig(r=args.r, lora_alpha=UPSTREAM["lora_alpha"], lora_dropout=UPSTREAM["lora_dropout"],
                                target_modules=UPSTREAM["target_modules"], bias="none", task_type="CAUSAL_LM")
-    model = peft.get_peft_model(model, peft_cfg)  # LoRA weights are kept in float32 on a bf16 model (PEFT's default)
+    with warnings.catch_warnings():  # PEFT reads a property transformers 5 deprecates (as bayespeft.adapters does)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        model = peft.get_peft_model(model, peft_cfg)  # LoRA weights stay float32 on a bf16 model (PEFT's default)
     # ARC-Easy through bayespeft's loader: the zero-shot prompt "Question: ... A. ... D. ...\nAnswer:", right-padded
     # batches {input_ids, attention_mask, labels}; the classes are the next-token logits of " A" .. " D".
     # upstream: prompts tokenised inside the loop with left padding, 5 classes ("A".."E"), logits[:, -1].
@@ -319,5 +374,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return out
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The script's entry: :func:`main`, with a model or data set that cannot be loaded as one ``error:`` line and
+    exit 2 (as the ``bayespeft`` command)."""
+    try:
+        main(argv)
+    except (ModelUnavailable, BayesPeftError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

@@ -12,6 +12,10 @@ class CheckpointError(BayesPeftError, ValueError):
     """A checkpoint is missing, corrupt or does not match the model."""
 
 
+class CheckpointMismatchError(CheckpointError):
+    """An intact checkpoint of another model or adapter than the one built (i.e. from another config)."""
+
+
 class CorruptFileError(CheckpointError):
     """A file whose contents no longer match the SHA-256 recorded when it was written."""
 

@@ -163,3 +163,15 @@ def test_out_of_memory_outside_a_training_step_is_one_line(tmp_path, capsys, mon
     monkeypatch.setattr(pipeline, "fit", other)  # any other error keeps its traceback
     with pytest.raises(RuntimeError, match="a bug, not memory"):
         main(["train", str(cfg), "--set", f"output.root={tmp_path / 'runs'}"])
+
+
+def test_checkpoint_of_another_config_names_the_runs_own_config(lw_trained, tmp_path, capsys):
+    """A LoRA run's checkpoint evaluated under a normtune (or another rank's) config: refused, and the fix names the
+    run's own config.yaml."""
+    root, cfg, run = lw_trained
+    for overrides in (["adapter.method=normtune", "adapter.r=null"], ["adapter.r=4"]):
+        sets = [a for o in [*overrides, f"output.root={tmp_path}"] for a in ("--set", o)]
+        assert main(["evaluate", str(cfg), "--checkpoint", str(run), *sets]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the model was adapted with" in err
+        assert err.rstrip().endswith(f"Fix: use the run's own config: {run / 'config.yaml'}")

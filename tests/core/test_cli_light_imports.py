@@ -89,3 +89,20 @@ def test_bad_configs_fail_in_one_line_without_heavy_imports():
                    "Did you mean 'sgld'?", "Did you mean 'kfac'?", "did you mean 'model'?"]:
         assert needle in err
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
+def test_python_dash_m_runs_the_cli_without_heavy_imports(tmp_path):
+    """``python -m bayespeft`` is the ``bayespeft`` command (its exit status and its output), and ``--help`` through
+    it imports no heavy library either (``-X importtime`` lists every module the interpreter imported)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+
+    def python_m(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "bayespeft", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    helped = python_m("--help")
+    assert helped.returncode == 0 and "validate" in helped.stdout and "quickstart" in helped.stdout
+    imported = {ln.split("|")[-1].strip().split(".")[0] for ln in helped.stderr.splitlines() if "|" in ln}
+    assert {"bayespeft", "argparse"} <= imported and not imported & HEAVY, sorted(imported & HEAVY)
+    bad = python_m("validate", "configs/tiny/digits_lora.yaml", "--set", "train.lrr=1")
+    assert bad.returncode == 2 and "unknown key 'train.lrr'" in bad.stderr and "Traceback" not in bad.stderr

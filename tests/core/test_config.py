@@ -119,3 +119,52 @@ def test_duplicate_yaml_key_is_a_one_line_error_naming_both_lines(tmp_path):
     assert str(e.value) == (f"{dup.resolve()}: not valid YAML at line 4, column 3: "
                             "duplicate key 'epochs' (first at line 2); keep only one")
     assert read_yaml(write(tmp_path, "train:\n  epochs: 2\nadapter:\n  epochs: 3\n", "ok.yaml"))["train"] == {"epochs": 2}
+
+
+def test_booleans_and_whole_floats_are_not_silently_made_numbers(tmp_path, capsys):
+    """pydantic's lax mode read ``--set train.epochs=true`` as 1 and ``train.seed=1.0`` as 1; each is one line naming
+    the key and what it takes, while strings, ints for float fields, null and lists keep loading."""
+    from bayespeft.cli import main
+
+    cfg = write(tmp_path, BASE)
+    bad = ["train.epochs=true", "train.lr=true", "data.batch_size=yes", "train.seed=1.0", "data.max_train=64.0"]
+    assert main(["validate", str(cfg), *[a for s in bad for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert "- train.epochs: must be an integer, not a boolean" in err and "(got True)" in err
+    assert "- train.lr: must be a number, not a boolean" in err
+    assert "- data.batch_size: must be an integer, not a boolean" in err
+    assert "- train.seed: must be an integer, e.g. 1 (not 1.0)" in err
+    assert "- data.max_train: must be an integer, e.g. 64 (not 64.0)" in err
+    with pytest.raises(ConfigError, match=r"train\.epochs: must be an integer, not a boolean"):
+        load_config(write(tmp_path, BASE.replace("epochs: 1", "epochs: yes"), "yes.yaml"))
+    ok = load_config(cfg, ["train.lr=1", "train.epochs=2", "data.max_train=null", "data.root=/tmp/d",
+                           "adapter.target_modules=[qkv]"])
+    assert ok.train.lr == 1.0 and isinstance(ok.train.lr, float) and ok.train.epochs == 2
+    assert ok.data.max_train is None and str(ok.data.root) == "/tmp/d"
+
+
+def test_number_type_check_walks_unions_lists_and_dicts():
+    from typing import Literal
+
+    from bayespeft.section import check_number_type
+
+    for value, ann in [(True, int | None), ([0.5, True], float | list[float]), ({"a": False}, dict[str, float]),
+                       (2.0, int | None), ((1, 2.0), tuple[int, ...])]:
+        with pytest.raises(ValueError, match="must be"):
+            check_number_type(value, ann)
+    for value, ann in [(True, bool), (True, bool | int), (1, float), (1.5, float | Literal["marglik"]),
+                       ("marglik", float | Literal["marglik"]), ([1, 2], list[float]), (None, int | None)]:
+        check_number_type(value, ann)
+
+
+def test_missing_base_names_the_file_whose_base_points_there(tmp_path, capsys):
+    from bayespeft.cli import main
+
+    child = write(tmp_path, "base: nothere.yaml\nname: x\n", "child.yaml")
+    assert main(["validate", str(child)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{child}: base: nothere.yaml names a config file that does not exist ({tmp_path / 'nothere.yaml'})" in err
+    write(tmp_path, "base: [child.yaml]\n", "grandchild.yaml")  # the error names the file one level down
+    with pytest.raises(ConfigError, match=rf"^{child}: base: nothere\.yaml names"):
+        read_yaml(tmp_path / "grandchild.yaml")

@@ -154,3 +154,25 @@ def test_smoke_run_passes_and_a_broken_stage_is_a_fail_line(tmp_path, monkeypatc
     assert code == 1
     assert "FAIL  Laplace fit (kfac, all LoRA params): RuntimeError: cholesky failed -> rerun with BAYESPEFT_DEBUG=1" in out
     assert "OK    SGLD (5 steps)" in out  # the other stages still run
+
+
+def test_hub_datasets_and_weights_not_cached_warn_only_when_offline(env, capsys, monkeypatch):
+    """Offline, absent hub datasets and uncached weights make runs that need them fail: WARN with the fix; online
+    they are downloaded on first use: OK."""
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, lines = doctor_lines(capsys, env)
+    data, weights = find(lines, "local data"), find(lines, "pretrained weights")
+    assert code == 0 and data.startswith("WARN") and weights.startswith("WARN")
+    assert "downloads are off (HF_HUB_OFFLINE=1): a run on arc_challenge, arc_easy, mrpc fails" in data
+    assert "-> put the files under the data root, or run once with network without HF_HUB_OFFLINE=1" in data
+    assert "phi-2" in weights and "-> run once with network without HF_HUB_OFFLINE=1" in weights
+    assert "model.tokenizer for a tokenizer only" in weights
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")  # datasets may download although the hub is offline
+    assert find(doctor_lines(capsys, env)[1], "local data").startswith("OK")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    code, lines = doctor_lines(capsys, env)
+    data, weights = find(lines, "local data"), find(lines, "pretrained weights")
+    assert data.startswith("OK") and "loaded from the Hugging Face hub through `datasets` when absent" in data
+    assert weights.startswith("OK") and "downloaded on first use when online" in weights

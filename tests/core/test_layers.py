@@ -18,7 +18,7 @@ import bayespeft
 
 SRC = Path(bayespeft.__file__).resolve().parent
 LIBRARY_PACKAGES = ("data", "models", "adapters", "train", "laplace", "sgmcmc", "metrics")
-APPLICATION = ("bayespeft.config", "bayespeft.experiments", "bayespeft.cli")
+APPLICATION = ("bayespeft.config", "bayespeft.experiments", "bayespeft.cli", "bayespeft.__main__")  # __main__: python -m
 
 
 def module_name(path: Path, root: Path = SRC) -> str:

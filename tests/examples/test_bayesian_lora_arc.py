@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,67 @@ def test_wide_factors_are_low_rank_roots(tiny_run):
     for name, (a, s) in shapes.items():
         for side in (a, s):
             assert side[1] == 4 if side[0] > 16 else side == [8, 8], (name, side)
+
+
+@pytest.fixture()
+def empty_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_model_not_cached_offline_is_one_line_and_exit_2(empty_hub_cache, capsys):
+    assert load_example().cli(["--model", "microsoft/phi-2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --model microsoft/phi-2: the model is not in the Hugging Face cache") and err.count("\n") == 1
+    assert str(empty_hub_cache) in err and "HF_HUB_OFFLINE=1" in err and "`hf download microsoft/phi-2`" in err
+    assert "--tiny" in err
+
+
+def test_incomplete_model_directories_are_one_line_and_exit_2(tmp_path, capsys):
+    from transformers import PhiConfig, PhiForCausalLM
+
+    from bayespeft.models.tiny import bpe_tokenizer
+
+    example = load_example()
+    bpe_tokenizer(tmp_path / "tok")
+    assert example.cli(["--model", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a complete model directory: no config.json; it holds tokenizer.json" in err
+    PhiForCausalLM(PhiConfig(vocab_size=300, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                             num_attention_heads=1)).save_pretrained(tmp_path / "weights")
+    capsys.readouterr()  # transformers' progress bar
+    assert example.cli(["--model", str(tmp_path / "weights")]) == 2  # no tokenizer files
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a complete model directory: no tokenizer files; it holds config.json" in err
+    (tmp_path / "weights" / "model.safetensors").unlink()
+    for f in (tmp_path / "tok").iterdir():
+        shutil.copy(f, tmp_path / "weights")
+    assert example.cli(["--model", str(tmp_path / "weights")]) == 2  # no weights
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a complete model directory: OSError: " in err and "model.safetensors" in err
+    assert example.cli(["--model", str(tmp_path / "nothere")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_the_script_itself_exits_2_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    res = subprocess.run([sys.executable, str(SCRIPT), "--model", str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.startswith(
+        f"error: --model {tmp_path}: not a complete model directory: no config.json and no tokenizer files; it is empty")
+
+
+def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
+    example = load_example()
+    model, _ = example.build_tiny(tmp_path)
+    capsys.readouterr()  # transformers' progress bar
+    assert example.cli(["--model", model, "--data-root", str(tmp_path / "nodata")]) == 2
+    err = capsys.readouterr().err
+    # the model loaded (transformers' progress bar on stderr), then the data set is missing: one error line
+    assert err.splitlines()[-1].startswith("error: ARC-Easy: data.root=") and "Traceback" not in err

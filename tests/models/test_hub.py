@@ -246,3 +246,26 @@ def test_doctor_looks_for_timm_weights_under_timms_own_hub_id(tmp_path, hub_cach
     finding = next(c.finding for c in doctor.weights_checks() if c.what == "pretrained weights")
     cached = finding.split("in the local hub cache: ")[1].split(";")[0]
     assert cached == "vit_tiny_patch16_224"
+
+
+@pytest.mark.parametrize("config", ["arc_phi2_lora_laplace.yaml", "mrpc_roberta_lora.yaml"])
+def test_tiny_config_without_tokenizer_names_the_tokenizer_not_the_weights(config, tmp_path, hub_cache, capsys):
+    """The tiny ARC/MRPC configs build a random model (pretrained: false): offline without model.tokenizer only the
+    tokenizer is missing, and the fix names model.tokenizer."""
+    from bayespeft.cli import main
+
+    cfg = Path(__file__).parents[2] / "configs" / "tiny" / config
+    assert main(["train", str(cfg), "--set", f"data.root={tmp_path}", "--set", f"output.root={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and str(hub_cache) in err
+    assert "the tokenizer files of" in err and "pretrained weights are not needed" in err
+    assert "Fix: set model.tokenizer to a local tokenizer directory" in err and "--include" in err
+    assert "the pretrained weights '" not in err and "model.path" not in err
+
+
+def test_pretrained_model_without_cached_tokenizer_names_the_tokenizer(hub_cache):
+    with pytest.raises(HubError) as err:  # HF_HUB_OFFLINE=1: pretrained phi-2, its tokenizer is read first
+        build_model(ModelConfig(name="phi-2"), 4)
+    msg = str(err.value)
+    assert "the tokenizer files of 'microsoft/phi-2'" in msg and "Fix: give model.path" in msg and "model.tokenizer" in msg
+    assert "not needed" not in msg and "(`hf download microsoft/phi-2`, same HF_HOME)" in msg  # the weights too

@@ -125,3 +125,10 @@ def test_last_positions_with_right_padding():
     assert ChoiceLM.last_positions(mask).tolist() == [2, 4, 0]
     with pytest.raises(ValueError, match="at least one non-pad token"):
         ChoiceLM.last_positions(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_bpe_tokenizer_prints_nothing(capfd):
+    """The tokenizers trainer's progress bar wrote blank lines to stdout (3 in ``examples/bayesian_lora_arc.py --tiny``)."""
+    bpe_tokenizer()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CheckpointError, CorruptFileError
+from ..errors import CheckpointError, CheckpointMismatchError, CorruptFileError
 from ..io import default_mode, load_tensors, save_tensors, sha256_file, write_json
 from ..models.task import TaskModel
 from ..state_dict import describe_mismatch
@@ -255,7 +255,7 @@ def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: b
     meta = read_meta(path)
     mfile = path / META
     if meta["backbone"] != model.name or int(meta["num_classes"]) != model.num_classes:
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"{mfile}: checkpoint is for backbone {meta['backbone']!r} with {meta['num_classes']} classes, the model "
             f"is {model.name!r} with {model.num_classes} classes"
         )
@@ -265,7 +265,7 @@ def load_adapter(model: TaskModel, ckpt_dir: str | os.PathLike, *, check_base: b
         raise CheckpointError(f"{mfile}: invalid adapter settings ({e})") from e
     current = getattr(model, "adapter_config", None)
     if current is not None and _structure(current) != _structure(acfg):
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"{mfile}: the model was adapted with {_structure(current)} but the checkpoint holds {_structure(acfg)}"
         )
     uses_peft = ADAPTERS.get(acfg.method).uses_peft

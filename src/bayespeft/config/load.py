@@ -95,7 +95,11 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     bases = [base] if isinstance(base, str) else list(base)
     merged: dict = {}
     for b in bases:
-        merged = deep_merge(merged, read_yaml(path.parent / b, (*_seen, path)))
+        target = path.parent / str(b)
+        if not target.exists():
+            raise ConfigError(f"{path}: base: {b} names a config file that does not exist ({target.resolve()}); "
+                              "a base path is relative to the file that names it")
+        merged = deep_merge(merged, read_yaml(target, (*_seen, path)))
     return deep_merge(merged, raw)
 
 

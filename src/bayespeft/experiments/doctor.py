@@ -12,7 +12,8 @@ do. :func:`run_doctor` prints them and returns the exit status: 1 when any line 
   space;
 * local assets: which registered datasets are present under the data root (each dataset module's own locator) and
   which registered pretrained weights are in the local hub cache (plus the packaged MiniLM and the quickstart's
-  cached upstream checkpoint);
+  cached upstream checkpoint); hub datasets absent locally and weights not cached are a WARN when downloads are
+  off (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``), since a run that needs them then fails;
 * smoke run (not with ``--quick``): micro ViT + LoRA forward/backward on real digits, one KFAC Laplace fit and a
   few SGLD steps, each timed, in memory only.
 """
@@ -204,6 +205,7 @@ def _dataset_locators() -> dict[str, Callable[[Path], object]]:
 
 def dataset_checks(data_root: Path) -> Iterator[Check]:
     from ..data import DATASETS
+    from ..data.hub import offline_reason as data_offline_reason
 
     locate = _dataset_locators()
     present, absent, unknown = [], [], []
@@ -220,9 +222,17 @@ def dataset_checks(data_root: Path) -> Iterator[Check]:
     if unknown:
         msg += f"; not checked {', '.join(unknown)}"
     hub = [n for n in absent if n in ("mrpc", "arc_easy", "arc_challenge")]
-    if hub:
-        msg += f" ({', '.join(hub)}: loaded from the Hugging Face hub through `datasets` when absent)"
-    yield Check("OK", "local data", msg)
+    if not hub:
+        yield Check("OK", "local data", msg)
+        return
+    reason = data_offline_reason()
+    if reason is None:
+        yield Check("OK", "local data", f"{msg} ({', '.join(hub)}: loaded from the Hugging Face hub through "
+                    "`datasets` when absent)")
+        return
+    yield Check("WARN", "local data", f"{msg}; downloads are off ({reason}): a run on {', '.join(hub)} fails unless "
+                "`datasets` cached it on an earlier online run",
+                f"put the files under the data root, or run once with network without {reason}")
 
 
 def weights_checks() -> Iterator[Check]:
@@ -230,6 +240,7 @@ def weights_checks() -> Iterator[Check]:
 
     from ..assets import find_minilm_dir
     from ..models import MODELS
+    from ..models.hub import env_flag
     from ..models.vision import timm_hub_id
 
     present, absent = [], []
@@ -241,10 +252,17 @@ def weights_checks() -> Iterator[Check]:
         repo, _, revision = hub_id.partition("@")
         cached = try_to_load_from_cache(repo, "config.json", cache_dir=str(hf_cache_dir()), revision=revision or None)
         (present if isinstance(cached, str) else absent).append(name)
-    yield Check("OK", "pretrained weights", f"in the local hub cache: {', '.join(present) or 'none'}; not cached: "
-                f"{', '.join(absent) or 'none'} (downloaded on first use when online; offline -- HF_HUB_OFFLINE=1 or "
-                "model.offline: true -- only the cache is read: `hf download HUB_ID` on a connected machine, or "
-                "model.path)")
+    found = f"in the local hub cache: {', '.join(present) or 'none'}; not cached: {', '.join(absent) or 'none'}"
+    flag = env_flag("HF_HUB_OFFLINE")
+    if absent and flag:
+        yield Check("WARN", "pretrained weights", f"{found}; downloads are off ({flag}=1): a run that needs the "
+                    "pretrained weights or tokenizer of one not cached fails",
+                    f"run once with network without {flag}=1, or `hf download HUB_ID` on a connected machine (same "
+                    "HF_HOME), or give model.path (model.tokenizer for a tokenizer only)")
+    else:
+        yield Check("OK", "pretrained weights", f"{found} (downloaded on first use when online; offline -- "
+                    "HF_HUB_OFFLINE=1 or model.offline: true -- only the cache is read: `hf download HUB_ID` on a "
+                    "connected machine, or model.path)")
     try:
         yield Check("OK", "MiniLM (packaged)", str(find_minilm_dir()))
     except FileNotFoundError:

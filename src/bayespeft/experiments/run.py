@@ -38,7 +38,7 @@ from ..models import build_model
 from ..seed import seed_everything
 from ..train import predict_probs
 from ..train.loop import resolve_device
-from ..errors import CheckpointError, RunError
+from ..errors import CheckpointError, CheckpointMismatchError, RunError
 from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
 SPLITS = ("test", "test_shift")
@@ -331,7 +331,13 @@ def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool 
         ckpt = ckpt / "checkpoint"
     if data is not None:
         check_same_split(ckpt, data)
-    load_adapter(built.model, ckpt, check_base=check_base)
+    try:
+        load_adapter(built.model, ckpt, check_base=check_base)
+    except CheckpointMismatchError as e:  # built from another config than the run's
+        own = ckpt.parent / "config.yaml"
+        if not own.is_file():
+            raise
+        raise CheckpointMismatchError(f"{e}. Fix: use the run's own config: {own}") from None
     built.checkpoint = checkpoint_id(ckpt)
     if built.device is not None:  # evaluate / laplace / sample run where training would (train.device)
         built.model.to(built.device)

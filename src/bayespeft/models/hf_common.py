@@ -46,7 +46,8 @@ def load_error(cfg: ModelConfig, src: str, what: str, e: Exception, fix: str) ->
     if cfg.path:
         return CheckpointError(f"could not load {cfg.name!r} from {src}: {e}. {fix}")
     if isinstance(e, OSError):
-        return unavailable(cfg.name, src, offline_reason(cfg), e)
+        only = what == "tokenizer" and cfg.pretrained is False
+        return unavailable(cfg.name, src, offline_reason(cfg), e, "tokenizer_only" if only else what)
     return CheckpointError(f"could not load {cfg.name!r} {what} {src!r} from the Hugging Face cache: {e}. {fix}")
 
 

@@ -59,23 +59,37 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0].strip()}" if text else type(e).__name__
 
 
-def unavailable(name: str, hub_id: str, reason: str | None, cause: BaseException | None = None) -> HubError:
-    """The one-line error for pretrained weights ``hub_id`` of backbone ``name`` that could not be had.
+_TOKENIZER_FILES = "{id} --include '*.json' '*.txt' '*.model'"  # tokenizer and config files, no weights
+# what a from_pretrained call could not find -> (how to name it, `hf download` arguments, the local alternative)
+_MISSING = {
+    "weights": ("the pretrained weights {id!r}", "{id}", "give model.path (a local copy)"),
+    # pretrained weights wanted too (they load after the tokenizer): the whole model is to be fetched
+    "tokenizer": ("the tokenizer files of {id!r}", "{id}", "give model.path (a local copy of the model and its "
+                  "tokenizer; model.tokenizer for a separate tokenizer directory)"),
+    # pretrained: false builds the weights from a config: the tokenizer is all that is read from the hub
+    "tokenizer_only": ("the tokenizer files of {id!r}", _TOKENIZER_FILES, "set model.tokenizer to a local tokenizer "
+                       "directory (model.pretrained is false: the pretrained weights are not needed)"),
+}
+
+
+def unavailable(name: str, hub_id: str, reason: str | None, cause: BaseException | None = None,
+                what: str = "weights") -> HubError:
+    """The one-line error for the files ``what`` (a key of ``_MISSING``) of hub id ``hub_id`` of backbone
+    ``name`` that could not be had, naming what is missing and the config key that gives a local copy instead.
 
     ``reason`` is :func:`offline_reason` (None: online, so the download itself failed)."""
     cache = hub_cache()
     why = f" ({first_line(cause)})" if cause is not None else ""
+    noun, download, local = (t.format(id=hub_id) for t in _MISSING[what])
     if reason is not None:
         return HubError(
-            f"{name}: the pretrained weights {hub_id!r} are not in the Hugging Face cache {cache} and downloads are "
-            f"off ({reason}){why}. Fix: run once with network without {reason} to download them there, or copy "
-            f"them into that cache from a connected machine (`hf download {hub_id}`, same HF_HOME), or give "
-            "model.path (a local copy)"
+            f"{name}: {noun} are not in the Hugging Face cache {cache} and downloads are off ({reason}){why}. "
+            f"Fix: {local}, or run once with network without {reason} to download them there, or copy them into "
+            f"that cache from a connected machine (`hf download {download}`, same HF_HOME)"
         )
     return HubError(
-        f"{name}: could not download the pretrained weights {hub_id!r} from the Hugging Face hub into {cache}{why}. "
-        "Fix: check the network and the id (a private or gated repo needs `hf auth login`), or give model.path "
-        "(a local copy); model.offline: true reads only the cache"
+        f"{name}: could not download {noun} from the Hugging Face hub into {cache}{why}. Fix: check the network and "
+        f"the id (a private or gated repo needs `hf auth login`), or {local}; model.offline: true reads only the cache"
     )
 
 
