@@ -7,6 +7,11 @@
 
 The previous mode is ``model.training`` (the root module's flag) and is restored with ``model.train(previous)``,
 which goes through any ``train`` override of the model (e.g. the frozen-BatchNorm handling of adapted models).
+
+``unfused_attention(model)``: modules with a ``fused_attn`` switch (timm attention) use their explicit softmax
+attention for the block (same maths). ``torch.func.vmap`` has no batching rule for the CPU kernels of the fused
+``scaled_dot_product_attention`` (forward and backward): it falls back to a slow per-example loop and warns of a
+"performance drop". Every ``vmap`` over a whole model runs inside it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["eval_mode", "model_mode"]
+__all__ = ["eval_mode", "model_mode", "unfused_attention"]
 
 
 @contextmanager
@@ -33,3 +38,17 @@ def model_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
 def eval_mode(model: nn.Module):
     """``model_mode(model, training=False)``: the block runs in eval mode; the previous mode is restored after."""
     return model_mode(model, training=False)
+
+
+@contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """Modules with a ``fused_attn`` flag (timm attention) use their explicit softmax attention inside the block;
+    the flags are restored on exit (also on an exception)."""
+    flagged = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    for m, _ in flagged:
+        m.fused_attn = False
+    try:
+        yield model
+    finally:
+        for m, v in flagged:
+            m.fused_attn = v

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bayespeft.batch import forward_batch
+from bayespeft.evalmode import unfused_attention
 
 Likelihood = Literal["classification", "regression"]
 Curvature = Literal["ggn", "fisher"]
@@ -229,7 +230,8 @@ def func_jacobians(
 
     if isinstance(batch, Mapping):
         batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
-    J = vmap(jacrev(f), in_dims=(None, 0))(values, batch)
+    with unfused_attention(model):  # no vmap rule for fused CPU attention: a slow per-example loop otherwise
+        J = vmap(jacrev(f), in_dims=(None, 0))(values, batch)
     return {n: J[f"inner.{n}"] for n, _ in params}
 
 

@@ -32,7 +32,6 @@ per-chain loop), so modules with a ``fused_attn`` switch use timm's explicit att
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator
 from functools import partial
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ..evalmode import unfused_attention  # noqa: F401 - re-exported (runner, benchmarks)
 from .base import Sampler, SGMCMCState
 from .options import VECTORIZABLE  # elementwise samplers (torch-free: configs check it)
 from .resume import capture_rng, restore_rng
@@ -90,19 +90,6 @@ class PrecomputedLogProb:
         for p, g in zip(leaves, self.grads):
             out = out + ((p - p.detach()) * g).sum()
         return out
-
-
-@contextlib.contextmanager
-def unfused_attention(model: nn.Module) -> Iterator[None]:
-    """Modules with a ``fused_attn`` flag (timm attention) use their explicit softmax attention inside the block."""
-    flagged = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
-    for m, _ in flagged:
-        m.fused_attn = False
-    try:
-        yield
-    finally:
-        for m, v in flagged:
-            m.fused_attn = v
 
 
 def stack_batches(batches: list[Any]) -> Any | None:
