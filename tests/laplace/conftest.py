@@ -20,6 +20,18 @@ class MLP(nn.Module):
         return self.head(self.body(x))
 
 
+class BodyHead(nn.Module):
+    """Linear(4, 5) ``body`` -> tanh -> Linear(5, 3) ``head`` (parameters ``body.*``, ``head.*``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)))
+
+
 class SeqNet(nn.Module):
     """(B, T, 6) tokens -> Linear(6, 2) -> tanh -> Linear(2, 8) -> mean over T -> Linear(8, 3)."""
 
@@ -92,6 +104,6 @@ def ref():
     import types
 
     return types.SimpleNamespace(
-        MLP=MLP, SeqNet=SeqNet, ConvNet=ConvNet, loader=loader, brute_jacobian=brute_jacobian,
+        MLP=MLP, BodyHead=BodyHead, SeqNet=SeqNet, ConvNet=ConvNet, loader=loader, brute_jacobian=brute_jacobian,
         brute_ggn=brute_ggn, trainable_names=trainable_names,
     )

@@ -11,33 +11,23 @@ from torch import nn
 from bayespeft.laplace.groups import ParamGroup, base_prefix, discover_groups, group_of, select_groups
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(4, 5)
-        self.head = nn.Linear(5, 3)
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.body(x)))
-
-
-def test_base_prefix_of_peft_models_bare_and_nested():
-    model = peft.get_peft_model(Net(), peft.LoraConfig(r=2, target_modules=["body"]))
+def test_base_prefix_of_peft_models_bare_and_nested(ref):
+    model = peft.get_peft_model(ref.BodyHead(), peft.LoraConfig(r=2, target_modules=["body"]))
     assert base_prefix(model) == (model.base_model.model, "base_model.model.")
     outer = nn.Module()
     outer.wrapper = model
     assert base_prefix(outer) == (model.base_model.model, "wrapper.base_model.model.")
 
 
-def test_base_prefix_needs_both_markers():
-    half = Net()
+def test_base_prefix_needs_both_markers(ref):
+    half = ref.BodyHead()
     half.backbone_prefix = "backbone."  # a backbone_prefix without base_network is not a TaskModel
     assert base_prefix(half) == (half, "")
     holder = nn.Module()  # base_model.model without peft_config is not a PEFT model
     holder.base_model = nn.Module()
-    holder.base_model.model = Net()
+    holder.base_model.model = ref.BodyHead()
     assert base_prefix(holder) == (holder, "")
-    tagged = Net()
+    tagged = ref.BodyHead()
     tagged.peft_config = {}  # peft_config without base_model.model neither
     assert base_prefix(tagged) == (tagged, "")
 
