@@ -39,7 +39,8 @@ from bayespeft.adapters import AdapterConfig, apply_adapter  # noqa: E402
 from bayespeft.models import ModelConfig, build_model  # noqa: E402
 from bayespeft.sgmcmc import SamplerConfig, build, run_chains  # noqa: E402
 from bayespeft.sgmcmc.model import model_log_prob, trainable_params  # noqa: E402
-from bayespeft.sgmcmc.vectorized import StackedGradient, unfused_attention  # noqa: E402
+from bayespeft.evalmode import unfused_attention  # noqa: E402
+from bayespeft.sgmcmc.vectorized import StackedGradient  # noqa: E402
 
 TARGET = 1.6
 

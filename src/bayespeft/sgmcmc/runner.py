@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..batch import to_device
-from ..evalmode import eval_mode
+from ..evalmode import eval_mode, unfused_attention
 from ..metrics.diagnostics import verdict
 from ..progress import progress
 from .base import Sampler, SGMCMCState
@@ -41,7 +41,7 @@ from .resume import capture_rng, chain_state, read_info, restore_chain_state, re
 from .schedules import Schedule, build_schedule
 from .store import FINISHED, SampleStore
 from .vectorized import (ChainStreams, PrecomputedLogProb, StackedGradient, sequential_reason, step_together,
-                         try_first_step, unfused_attention)
+                         try_first_step)
 
 log = logging.getLogger(__name__)
 

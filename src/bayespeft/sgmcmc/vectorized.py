@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from ..evalmode import unfused_attention  # noqa: F401 - re-exported (runner, benchmarks)
+from ..evalmode import unfused_attention
 from .base import Sampler, SGMCMCState
 from .options import VECTORIZABLE  # elementwise samplers (torch-free: configs check it)
 from .resume import capture_rng, restore_rng
