@@ -1,0 +1,179 @@
+"""A virtual accelerator: GPU device semantics for the tests of a CPU-only machine.
+
+A tensor "on the accelerator" is a :class:`Virtual` wrapper around a real CPU tensor. It reports
+``device(type='meta')`` (a device that is not the CPU and that the autograd engine runs without a runtime, unlike
+``cuda`` on a machine without a driver), computes real values on the CPU, and is checked like a CUDA tensor:
+
+* an op that mixes it with a CPU tensor of one or more dimensions raises ``Expected all tensors to be on the same
+  device`` (0-dim CPU tensors and CPU index tensors are allowed, as on CUDA);
+* ``.numpy()`` raises (as for a CUDA tensor); ``.item()``, ``float()``, ``.tolist()`` and ``.cpu()`` copy to the host;
+* a factory given ``device=<accelerator>`` with a CPU ``generator`` raises (as ``torch.randn(..., device="cuda",
+  generator=cpu_generator)`` does).
+
+Inside :class:`VirtualAccelerator` (a ``TorchFunctionMode``), ``device="meta"`` / ``.to("meta")`` /
+``module.to("meta")`` make such tensors. A tensor made without a device, or left on the CPU by a dropped
+``.to(device)``, is a CPU tensor and fails at its first op with an accelerator tensor, or shows its CPU device in the
+result, just as it would next to a real GPU. That is what lets the suite kill "device argument dropped" mutants
+(tests/MUTATION.md) without a GPU. On a machine with CUDA the ``accelerator`` fixture (tests/conftest.py) gives the
+real GPU instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import return_and_correct_aliasing
+from torch.utils._pytree import tree_flatten, tree_map
+
+DEVICE = torch.device("meta")
+CPU = torch.device("cpu")
+# ops that CUDA runs with CPU index tensors or that copy across devices
+_MIXED_OK = {
+    torch.ops.aten.index.Tensor,
+    torch.ops.aten.index_put_.default,
+    torch.ops.aten.index_put.default,
+    torch.ops.aten.copy_.default,
+    torch.ops.aten._to_copy.default,
+}
+
+
+def _is_accel(device: Any) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == DEVICE.type
+    return isinstance(device, str) and device.split(":")[0] == DEVICE.type
+
+
+def _host(t: Any) -> Any:
+    """The CPU data of a virtual tensor. A bare ``meta`` tensor can only be one the autograd engine made from a
+    recorded device (the zero gradient of an unused output): zeros of its shape."""
+    if isinstance(t, Virtual):
+        return t.inner
+    if isinstance(t, torch.Tensor) and t.device.type == DEVICE.type:
+        return torch.zeros(t.shape, dtype=t.dtype)
+    return t
+
+
+class Virtual(torch.Tensor):
+    """A CPU tensor ``inner`` presented as a tensor on the accelerator."""
+
+    inner: torch.Tensor
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor):
+        if inner.device.type != "cpu":
+            raise AssertionError(f"a virtual tensor holds CPU data, got {inner.device}")
+        out = torch.Tensor._make_wrapper_subclass(
+            cls, inner.size(), strides=inner.stride(), storage_offset=inner.storage_offset(), dtype=inner.dtype,
+            device=DEVICE, requires_grad=inner.requires_grad, layout=inner.layout,
+        )
+        out.inner = inner
+        return out
+
+    def __repr__(self, **_: Any) -> str:
+        return f"Virtual({self.inner!r})"
+
+    def __tensor_flatten__(self):
+        return ["inner"], None
+
+    @staticmethod
+    def __tensor_unflatten__(inner_tensors, meta, outer_size, outer_stride):
+        return Virtual(inner_tensors["inner"])
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat, _ = tree_flatten((args, kwargs))
+        if func not in _MIXED_OK and any(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() > 0 for t in flat):
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but found at least two devices, {DEVICE.type} and "
+                f"cpu! ({func})"
+            )
+        device = kwargs.get("device")
+        if device is not None and torch.device(device).type == DEVICE.type:
+            kwargs = dict(kwargs, device=CPU)
+        out = func(*tree_map(_host, args), **tree_map(_host, kwargs))
+        if device is not None and torch.device(device).type == "cpu":
+            return out
+        out = tree_map(lambda t: Virtual(t) if type(t) is torch.Tensor else t, out)
+        return return_and_correct_aliasing(func, args, kwargs, out)  # in-place ops, views, squeeze_ ...
+
+
+class _Upload(torch.autograd.Function):
+    """Host -> accelerator copy that keeps the autograd graph (``x.to(device)`` is differentiable)."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return Virtual(t.detach().as_subclass(torch.Tensor))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.inner if isinstance(grad, Virtual) else grad
+
+
+def upload(t: Any) -> Any:
+    """``t`` on the accelerator (other values unchanged)."""
+    if not isinstance(t, torch.Tensor) or isinstance(t, Virtual):
+        return t
+    return _Upload.apply(t) if t.requires_grad else Virtual(t.detach().as_subclass(torch.Tensor))
+
+
+_TorchGenerator = torch.Generator
+
+
+class _VirtualGenerator(_TorchGenerator):
+    """A CPU generator presented as the accelerator's (``torch.Generator(device=<accelerator>)``)."""
+
+    @property
+    def device(self) -> torch.device:
+        return DEVICE
+
+
+class _GeneratorType(type(_TorchGenerator)):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, _TorchGenerator)
+
+    def __call__(cls, device: Any = None):
+        if _is_accel(device):
+            return _VirtualGenerator()
+        return _TorchGenerator() if device is None else _TorchGenerator(device)
+
+
+class _Generator(_TorchGenerator, metaclass=_GeneratorType):
+    """Stands in for ``torch.Generator`` while the virtual accelerator is active."""
+
+
+class VirtualAccelerator(TorchFunctionMode):
+    """While active, ``device="meta"`` means the virtual accelerator (module docstring); ``torch.Generator`` accepts
+    it too."""
+
+    def __enter__(self):
+        torch.Generator = _Generator
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.Generator = _TorchGenerator
+        return super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
+            return args[0].inner.tolist()
+        if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
+            raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
+        positional = func is torch.Tensor.to and any(_is_accel(a) for a in args[1:])
+        if not (positional or _is_accel(kwargs.get("device"))):
+            return func(*args, **kwargs)
+        if func is torch.Tensor.to and isinstance(args[0], Virtual):  # already there: same tensor, maybe a new dtype
+            rest = [a for a in args[1:] if not _is_accel(a)]
+            kw = {k: v for k, v in kwargs.items() if k != "device"}
+            return args[0].to(*rest, **kw) if rest or kw else args[0]
+        generator = kwargs.get("generator")
+        if generator is not None and generator.device.type != DEVICE.type:
+            raise RuntimeError(f"Expected a '{DEVICE.type}' device type for generator but found 'cpu'")
+        if positional:
+            args = tuple(CPU if _is_accel(a) else a for a in args)
+        if "device" in kwargs:
+            kwargs = dict(kwargs, device=CPU)
+        return tree_map(upload, func(*args, **kwargs))
