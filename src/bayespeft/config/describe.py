@@ -7,8 +7,9 @@ can check that every example shown validates.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -45,6 +46,18 @@ def _show(value: Any, with_: dict[str, Any]) -> str:
     return yaml_value(value) + (f" (with {ctx})" if ctx else "")
 
 
+def type_name(ann: Any) -> str:
+    """How ``bayespeft config`` names a field's type: ``Literal["a", "b"]`` as ``'a' | 'b'`` (also inside a union,
+    e.g. ``bool | 'auto'``), ``None`` for ``NoneType``, other types as written (``int``, ``list[str] | None``)."""
+    if get_origin(ann) is Literal:
+        return " | ".join(repr(a) for a in get_args(ann))
+    if get_origin(ann) in (Union, types.UnionType) and any(get_origin(a) is Literal for a in get_args(ann)):
+        return " | ".join(type_name(a) for a in get_args(ann))
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
 def describe_section(section: type[Section], prefix: str = "") -> list[str]:
     """One line per field: dotted key, type, default, help text and examples (used by `bayespeft config`)."""
     out = []
@@ -56,8 +69,7 @@ def describe_section(section: type[Section], prefix: str = "") -> list[str]:
             out.extend(describe_section(sub, prefix=f"{prefix}{name}."))
             continue
         default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        line = f"{prefix}{name} ({tname}, default {default}): {f.description or ''}"
+        line = f"{prefix}{name} ({type_name(ann)}, default {default}): {f.description or ''}"
         examples = _examples(f)
         if examples:
             line = line.rstrip(".") + "; e.g. " + " | ".join(_show(v, w) for v, w in examples)
