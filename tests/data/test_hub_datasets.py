@@ -155,11 +155,11 @@ def test_offline_with_nothing_cached_names_id_config_and_expected_files(tmp_path
     for part in ("'nyu-mll/glue' (config 'mrpc')", f"data.root={str(tmp_path)!r}", "MRPC/{train.tsv,dev.tsv}",
                  "HF_HUB_OFFLINE=1", datasets.config.HF_DATASETS_CACHE.name):
         assert part in msg, part
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "true")   # echoed as set, not as "=1"
     with pytest.raises(HubError) as err:
         build_data(DataConfig(name="arc_challenge", root=str(tmp_path)), InputSpec(kind="text", tokenizer=gpt2_like_tokenizer))
     msg = one_line(err)
-    for part in ("'allenai/ai2_arc' (config 'ARC-Challenge')", "ARC-Challenge-Train.jsonl", "HF_DATASETS_OFFLINE=1"):
+    for part in ("'allenai/ai2_arc' (config 'ARC-Challenge')", "ARC-Challenge-Train.jsonl", "HF_DATASETS_OFFLINE=true"):
         assert part in msg, part
 
 

@@ -41,11 +41,11 @@ class HubDataset:
 
 
 def offline_reason() -> str | None:
-    """``"HF_DATASETS_OFFLINE=1"`` / ``"HF_HUB_OFFLINE=1"`` when ``datasets`` may not download, else None."""
-    own = os.environ.get("HF_DATASETS_OFFLINE")
-    if own is not None:
-        return "HF_DATASETS_OFFLINE=1" if own.strip().upper() in _TRUTHY else None
-    return "HF_HUB_OFFLINE=1" if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUTHY else None
+    """``"HF_DATASETS_OFFLINE=1"`` / ``"HF_HUB_OFFLINE=1"`` (the value as set) when ``datasets`` may not download,
+    else None."""
+    name = "HF_DATASETS_OFFLINE" if os.environ.get("HF_DATASETS_OFFLINE") is not None else "HF_HUB_OFFLINE"
+    value = os.environ.get(name, "").strip()
+    return f"{name}={value}" if value.upper() in _TRUTHY else None
 
 
 def datasets_cache() -> str:

@@ -32,12 +32,12 @@ def env_flag(*names: str) -> str | None:
 
 
 def offline_reason(cfg: Any) -> str | None:
-    """Why downloads are off for the model section ``cfg``: ``"model.offline: true"``, ``"HF_HUB_OFFLINE=1"`` or
-    None (online). Read at call time, so a changed environment takes effect without re-importing anything."""
+    """Why downloads are off for the model section ``cfg``: ``"model.offline: true"``, the environment variable as
+    set (``"HF_HUB_OFFLINE=1"``, ``"HF_HUB_OFFLINE=true"``) or None (online). Read at call time, so a changed environment takes effect without re-importing anything."""
     if getattr(cfg, "offline", False):
         return "model.offline: true"
     flag = env_flag("HF_HUB_OFFLINE")
-    return f"{flag}=1" if flag else None
+    return f"{flag}={os.environ[flag].strip()}" if flag else None
 
 
 def hub_cache() -> str:
