@@ -47,7 +47,7 @@ from ..errors import RunError
 from ..laplace import LayerwiseConfig, discover_groups, layerwise_study, select_groups
 from ..table import format_table
 from .records import check_output_dir
-from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, model_key, split_loaders
+from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, model_key, split_fingerprint, split_loaders
 
 RESULTS = "layer_wise_results.json"
 ARRAYS = "per_example.safetensors"
@@ -82,12 +82,15 @@ def layerwise_settings(cfg: ExperimentConfig, cli: dict[str, Any] | None = None)
 
 
 def fingerprint(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig) -> dict[str, Any]:
-    """What determines the numbers of a layer-wise run: checkpoint weights, model/adapter/data, seeds, settings."""
+    """What determines the numbers of a layer-wise run: checkpoint weights, model/adapter/data settings, the content
+    of every split it reads (:func:`~bayespeft.experiments.run.split_fingerprint`: the same files under another
+    ``data.root`` are the same run, edited files another), seeds, settings."""
     return {
         "checkpoint_sha256": built.checkpoint,
         "model": model_key(cfg),
         "adapter": {k: v for k, v in cfg.adapter.model_dump(mode="json").items() if k != "dropout"},
         "data": {k: v for k, v in cfg.data.model_dump(mode="json").items() if k not in DATA_KEY_IGNORES},
+        "data_fingerprint": {split: split_fingerprint(built, split) for split in study_loaders(built, lc)},
         "train_seed": cfg.train.seed,
         "layerwise": lc.model_dump(mode="json"),
     }
