@@ -9,9 +9,10 @@ The previous mode is ``model.training`` (the root module's flag) and is restored
 which goes through any ``train`` override of the model (e.g. the frozen-BatchNorm handling of adapted models).
 
 ``unfused_attention(model)``: modules with a ``fused_attn`` switch (timm attention) use their explicit softmax
-attention for the block (same maths). ``torch.func.vmap`` has no batching rule for the CPU kernels of the fused
-``scaled_dot_product_attention`` (forward and backward): it falls back to a slow per-example loop and warns of a
-"performance drop". Every ``vmap`` over a whole model runs inside it.
+attention for the block (same maths), and Hugging Face models (``set_attn_implementation``) their ``"eager"``
+attention. ``torch.func.vmap`` has no batching rule for the kernels of the fused ``scaled_dot_product_attention``
+(forward and backward): it falls back to a slow per-example loop and warns of a "performance drop". Every ``vmap``
+over a whole model (including ``jacrev``'s vmap over output rows) runs inside it.
 """
 
 from __future__ import annotations
@@ -42,13 +43,25 @@ def eval_mode(model: nn.Module):
 
 @contextmanager
 def unfused_attention(model: nn.Module) -> Iterator[nn.Module]:
-    """Modules with a ``fused_attn`` flag (timm attention) use their explicit softmax attention inside the block;
-    the flags are restored on exit (also on an exception)."""
+    """Modules with a ``fused_attn`` flag (timm attention) use their explicit softmax attention inside the block,
+    Hugging Face models their eager attention; the flags and implementations are restored on exit (also on an
+    exception)."""
     flagged = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    hf = [(m, m.config._attn_implementation) for m in model.modules() if _hf_fused(m)]
     for m, _ in flagged:
         m.fused_attn = False
+    for m, _ in hf:
+        m.set_attn_implementation("eager")
     try:
         yield model
     finally:
         for m, v in flagged:
             m.fused_attn = v
+        for m, impl in reversed(hf):
+            m.set_attn_implementation(impl)
+
+
+def _hf_fused(module: nn.Module) -> bool:
+    """A Hugging Face model (``set_attn_implementation``) whose attention is not the eager one (sdpa, flash...)."""
+    impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+    return callable(getattr(module, "set_attn_implementation", None)) and isinstance(impl, str) and impl != "eager"

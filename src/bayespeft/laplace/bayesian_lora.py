@@ -76,7 +76,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
 from bayespeft.batch import last_token_index
-from bayespeft.evalmode import eval_mode
+from bayespeft.evalmode import eval_mode, unfused_attention
 from bayespeft.laplace.factors import eig_factor, small_linalg
 from bayespeft.laplace.kfac import KronEig, collect_kfac
 from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
@@ -400,7 +400,7 @@ def jacobian_mean(
             raise ValueError(f"output_callback must return logits of shape (B, C), got {tuple(out.shape)}")
         return out, out
 
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model), unfused_attention(model), torch.enable_grad():  # jacrev vmaps over the output rows
         jac, f_mu = jacrev(f, has_aux=True)(params)
     return jac, f_mu.detach()
 
