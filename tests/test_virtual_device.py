@@ -67,6 +67,22 @@ def test_generators_must_live_on_the_device_they_draw_for(accelerator):
     torch.testing.assert_close(draw.cpu(), torch.randn(3, generator=torch.Generator().manual_seed(7)))
 
 
+def test_a_draw_needs_the_generator_of_its_own_device(accelerator):
+    on_device, cpu_gen = torch.zeros(3, device=accelerator), torch.Generator().manual_seed(0)
+    with pytest.raises(RuntimeError, match="generator"):
+        on_device.normal_(generator=cpu_gen)                              # in place, into an accelerator tensor
+    device_gen = torch.Generator(device=accelerator)
+    with pytest.raises(RuntimeError, match="generator"):
+        torch.zeros(3).normal_(generator=device_gen)                       # a CPU tensor, the device's generator
+    with pytest.raises(RuntimeError, match="generator"):
+        torch.randn(3, generator=device_gen)                               # a CPU draw (no device given)
+    on_device.normal_(generator=device_gen.manual_seed(5))
+    assert on_device.device == accelerator
+    want = torch.zeros(3).normal_(generator=torch.Generator().manual_seed(5))
+    if accelerator.type != "cuda":  # a CUDA generator has its own stream
+        torch.testing.assert_close(on_device.cpu(), want, rtol=0, atol=0)
+
+
 def test_in_place_views_keep_the_shape(accelerator):
     a = torch.zeros(3, device=accelerator)
     a.unsqueeze_(0)

@@ -8,7 +8,8 @@ A tensor "on the accelerator" is a :class:`Virtual` wrapper around a real CPU te
   device`` (0-dim CPU tensors and CPU index tensors are allowed, as on CUDA);
 * ``.numpy()`` raises (as for a CUDA tensor); ``.item()``, ``float()``, ``.tolist()`` and ``.cpu()`` copy to the host;
 * a factory given ``device=<accelerator>`` with a CPU ``generator`` raises (as ``torch.randn(..., device="cuda",
-  generator=cpu_generator)`` does).
+  generator=cpu_generator)`` does), and so does any draw whose generator is not on the device it draws on
+  (``t.normal_(generator=cpu_generator)`` into an accelerator tensor, a CPU draw with the accelerator's generator).
 
 Inside :class:`VirtualAccelerator` (a ``TorchFunctionMode``), ``device="meta"`` / ``.to("meta")`` /
 ``module.to("meta")`` make such tensors. A tensor made without a device, or left on the CPU by a dropped
@@ -144,6 +145,19 @@ class _Generator(_TorchGenerator, metaclass=_GeneratorType):
     """Stands in for ``torch.Generator`` while the virtual accelerator is active."""
 
 
+def _check_generator(generator: Any, args: Any, kwargs: dict) -> None:
+    """A draw runs on one device, and its generator must be that device's (as on CUDA): the ``device`` asked, else
+    the first tensor argument's, else the CPU."""
+    tensors = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
+    if kwargs.get("device") is not None:
+        on_accel = _is_accel(kwargs["device"])
+    else:
+        on_accel = bool(tensors) and isinstance(tensors[0], Virtual)
+    if on_accel != (generator.device.type == DEVICE.type):
+        want, got = (DEVICE.type, "cpu") if on_accel else ("cpu", DEVICE.type)
+        raise RuntimeError(f"Expected a '{want}' device type for generator but found '{got}'")
+
+
 class VirtualAccelerator(TorchFunctionMode):
     """While active, ``device="meta"`` means the virtual accelerator (module docstring); ``torch.Generator`` accepts
     it too."""
@@ -162,6 +176,8 @@ class VirtualAccelerator(TorchFunctionMode):
             return args[0].inner.tolist()
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
+        if kwargs.get("generator") is not None:
+            _check_generator(kwargs["generator"], args, kwargs)
         positional = func is torch.Tensor.to and any(_is_accel(a) for a in args[1:])
         if not (positional or _is_accel(kwargs.get("device"))):
             return func(*args, **kwargs)
