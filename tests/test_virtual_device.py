@@ -82,6 +82,13 @@ def test_copies_to_the_device_keep_the_graph(accelerator):
     assert a.grad.device.type == "cpu" and a.grad.tolist() == [3.0, 4.0]
 
 
+def test_one_hot_of_device_labels_is_the_cpus(accelerator):
+    y = torch.tensor([2, 0, 1, 2, 1])
+    got = torch.nn.functional.one_hot(y.to(accelerator), 3)
+    assert got.device == accelerator and got.dtype == torch.long
+    assert torch.equal(got.cpu(), torch.nn.functional.one_hot(y, 3))
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

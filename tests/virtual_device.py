@@ -160,6 +160,9 @@ class VirtualAccelerator(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
             return args[0].inner.tolist()
+        if func is torch.nn.functional.one_hot and isinstance(args[0], Virtual):
+            # its non-CPU kernel compares with an arange it makes itself on the device: a bare meta tensor, no data
+            return Virtual(func(args[0].inner, *args[1:], **kwargs))
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         positional = func is torch.Tensor.to and any(_is_accel(a) for a in args[1:])
