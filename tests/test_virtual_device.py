@@ -89,6 +89,19 @@ def test_one_hot_of_device_labels_is_the_cpus(accelerator):
     assert torch.equal(got.cpu(), torch.nn.functional.one_hot(y, 3))
 
 
+def test_constants_made_on_the_device_inside_jacrev(accelerator):
+    """Index tensors made inside a transform (e.g. ``arange`` for the last-token logits) work as on a GPU."""
+    w = torch.randn(3, 4, dtype=torch.float64)
+
+    def f(w):
+        rows = torch.arange(3, device=w.device)
+        return w[rows, (rows + 1) % 4] * torch.tensor([1.0, 2.0, 3.0], dtype=w.dtype, device=w.device)
+
+    got = jacrev(f)(w.to(accelerator))
+    assert got.device == accelerator
+    torch.testing.assert_close(got.cpu(), jacrev(f)(w), rtol=0, atol=0)
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

@@ -45,6 +45,13 @@ def _is_accel(device: Any) -> bool:
     return isinstance(device, str) and device.split(":")[0] == DEVICE.type
 
 
+def _unwrapped(t: Any) -> Any:
+    """The plain tensor under functorch's level wrappers (a constant made inside ``jacrev``/``vmap``)."""
+    while isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
 def _host(t: Any) -> Any:
     """The CPU data of a virtual tensor. A bare ``meta`` tensor can only be one the autograd engine made from a
     recorded device (the zero gradient of an unused output): zeros of its shape."""
@@ -62,6 +69,7 @@ class Virtual(torch.Tensor):
 
     @staticmethod
     def __new__(cls, inner: torch.Tensor):
+        inner = _unwrapped(inner)  # inside jacrev/vmap a new tensor (a constant) comes wrapped for the level
         if inner.device.type != "cpu":
             raise AssertionError(f"a virtual tensor holds CPU data, got {inner.device}")
         out = torch.Tensor._make_wrapper_subclass(
