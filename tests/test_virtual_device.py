@@ -102,6 +102,13 @@ def test_constants_made_on_the_device_inside_jacrev(accelerator):
     torch.testing.assert_close(got.cpu(), jacrev(f)(w), rtol=0, atol=0)
 
 
+def test_copies_to_the_host_keep_the_graph(accelerator):
+    a = torch.tensor([1.0, -2.0], requires_grad=True)
+    d = a.to(accelerator) * torch.tensor([3.0, 4.0], device=accelerator)
+    (d.cpu().sum() + d.to("cpu", torch.float64).sum() + d.sum().to(device="cpu")).backward()
+    assert a.grad.device.type == "cpu" and a.grad.tolist() == [9.0, 12.0]
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

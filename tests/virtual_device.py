@@ -120,6 +120,22 @@ class _Upload(torch.autograd.Function):
         return grad.inner if isinstance(grad, Virtual) else grad
 
 
+class _Download(torch.autograd.Function):
+    """Accelerator -> host copy that keeps the autograd graph (``x.cpu()`` is differentiable)."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.inner.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Virtual(grad)
+
+
+def _is_cpu(device: Any) -> bool:
+    return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
+
+
 def upload(t: Any) -> Any:
     """``t`` on the accelerator (other values unchanged)."""
     if not isinstance(t, torch.Tensor) or isinstance(t, Virtual):
@@ -171,6 +187,14 @@ class VirtualAccelerator(TorchFunctionMode):
         if func is torch.nn.functional.one_hot and isinstance(args[0], Virtual):
             # its non-CPU kernel compares with an arange it makes itself on the device: a bare meta tensor, no data
             return Virtual(func(args[0].inner, *args[1:], **kwargs))
+        if (func is torch.Tensor.cpu or (func is torch.Tensor.to and (any(map(_is_cpu, args[1:]))
+                                         or _is_cpu(kwargs.get("device"))))) \
+                and isinstance(args[0], Virtual) and args[0].requires_grad:
+            # the autograd engine would send the gradient back with a C++ copy to a dataless meta tensor
+            rest = [a for a in args[1:] if not _is_cpu(a)]
+            kw = {k: v for k, v in kwargs.items() if k != "device"}
+            out = _Download.apply(args[0])
+            return out.to(*rest, **kw) if rest or kw else out
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         positional = func is torch.Tensor.to and any(_is_accel(a) for a in args[1:])
