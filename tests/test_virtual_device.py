@@ -109,6 +109,18 @@ def test_copies_to_the_host_keep_the_graph(accelerator):
     assert a.grad.device.type == "cpu" and a.grad.tolist() == [9.0, 12.0]
 
 
+def test_list_indices_select_as_on_the_cpu(accelerator):
+    a = torch.arange(12.0).reshape(3, 4)
+    d = a.to(accelerator)
+    for key in ([2, 0, 2], (slice(None), [3, 1]), ([0, 2], [1, 3]), [True, False, True]):
+        got = d[key]
+        assert got.device == accelerator
+        assert torch.equal(got.cpu(), a[key]), key
+    d[[0, 2]] = torch.zeros(2, 4, device=accelerator)
+    a[[0, 2]] = 0.0
+    assert torch.equal(d.cpu(), a)
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

@@ -136,6 +136,15 @@ def _is_cpu(device: Any) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
 
 
+def _lists_as_tensors(index: Any) -> Any:
+    """An indexing key with its lists as CPU index tensors (which CUDA accepts as well)."""
+    if isinstance(index, list):
+        return torch.tensor(index)
+    if isinstance(index, tuple):
+        return tuple(torch.tensor(i) if isinstance(i, list) else i for i in index)
+    return index
+
+
 def upload(t: Any) -> Any:
     """``t`` on the accelerator (other values unchanged)."""
     if not isinstance(t, torch.Tensor) or isinstance(t, Virtual):
@@ -195,6 +204,9 @@ class VirtualAccelerator(TorchFunctionMode):
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             out = _Download.apply(args[0])
             return out.to(*rest, **kw) if rest or kw else out
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
+            # a list index becomes an index tensor made in C++ on the device: a bare meta tensor, no data
+            args = (args[0], _lists_as_tensors(args[1]), *args[2:])
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         positional = func is torch.Tensor.to and any(_is_accel(a) for a in args[1:])
