@@ -45,6 +45,8 @@ def test_a_cpu_tensor_next_to_an_accelerator_tensor_fails(accelerator):
         a.to(None) * a.cpu()                                 # a dropped .to(device) leaves it on the CPU
     assert (a * torch.tensor(2.0)).cpu().tolist() == [0.0, 2.0, 4.0]           # 0-dim CPU scalars mix, as on CUDA
     assert a[torch.tensor([2, 0])].cpu().tolist() == [2.0, 0.0]                  # CPU index tensors too
+    with pytest.raises(RuntimeError, match="indices should be either on cpu or on the same device"):
+        torch.ones(4)[torch.tensor([2, 0], device=accelerator)]                   # but not a CPU tensor's device index
     assert (a + torch.zeros(3, device=accelerator)).device == accelerator
 
 

@@ -38,6 +38,9 @@ _MIXED_OK = {
     torch.ops.aten._to_copy.default,
 }
 
+# of those, the ones that CUDA runs only when the indexed tensor is on the device
+_INDEXING = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+
 
 def _is_accel(device: Any) -> bool:
     if isinstance(device, torch.device):
@@ -98,6 +101,8 @@ class Virtual(torch.Tensor):
                 f"Expected all tensors to be on the same device, but found at least two devices, {DEVICE.type} and "
                 f"cpu! ({func})"
             )
+        if func in _INDEXING and type(args[0]) is torch.Tensor and args[0].device.type == "cpu" and args[0].dim() > 0:
+            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor (cpu) ({func})")
         device = kwargs.get("device")
         if device is not None and torch.device(device).type == DEVICE.type:
             kwargs = dict(kwargs, device=CPU)
