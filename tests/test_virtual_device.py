@@ -8,6 +8,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 
+_BARE = torch.empty(3, device="meta")  # made outside the virtual accelerator: a real meta tensor, no data
+
+
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
@@ -121,6 +124,14 @@ def test_list_indices_select_as_on_the_cpu(accelerator):
     d[[0, 2]] = torch.zeros(2, 4, device=accelerator)
     a[[0, 2]] = 0.0
     assert torch.equal(d.cpu(), a)
+
+
+def test_a_dataless_device_tensor_in_the_forward_pass_is_an_error(accelerator):
+    """Torch's C++ may make tensors on the device itself (no data); outside backward's zero gradients that would
+    read as zeros, so it fails loudly instead (one_hot and list indices are handled above)."""
+    a = torch.ones(3, device=accelerator)
+    with pytest.raises(AssertionError, match="dataless meta tensor"):
+        a + _BARE
 
 
 def test_the_generator_type_is_restored_afterwards():
