@@ -134,6 +134,26 @@ def test_a_dataless_device_tensor_in_the_forward_pass_is_an_error(accelerator):
         a + _BARE
 
 
+@pytest.mark.parametrize("kw", [{}, {"is_causal": True}, {"mask": "bool"}, {"mask": "float", "scale": 0.3}])
+def test_scaled_dot_product_attention_and_its_gradient_as_on_the_cpu(accelerator, kw):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    kw = dict(kw)
+    mask = {"bool": torch.rand(5, 5, generator=g) > 0.3, "float": torch.randn(5, 5, generator=g, dtype=torch.float64)}
+    if "mask" in kw:
+        kw["attn_mask"] = mask[kw.pop("mask")]
+        kw["attn_mask"][:, 0] = True if kw["attn_mask"].dtype == torch.bool else kw["attn_mask"][:, 0]
+    F = torch.nn.functional.scaled_dot_product_attention
+    want = F(q, k, v, **kw)
+    (wq,) = torch.autograd.grad(want.square().sum(), q)
+    on = {k_: (t.to(accelerator) if torch.is_tensor(t) else t) for k_, t in kw.items()}
+    got = F(q.to(accelerator), k.to(accelerator), v.to(accelerator), **on)
+    (gq,) = torch.autograd.grad(got.square().sum(), q)
+    assert got.device == accelerator
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gq, wq, rtol=1e-10, atol=1e-12)
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

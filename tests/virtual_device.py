@@ -140,6 +140,20 @@ class _Download(torch.autograd.Function):
         return Virtual(grad)
 
 
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``F.scaled_dot_product_attention`` from plain ops (its non-CPU kernel makes scalars on the device in C++)."""
+    if enable_gqa:
+        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
+        value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
+    scores = query @ key.transpose(-2, -1) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if is_causal:
+        scores = scores.masked_fill(~scores.new_ones(scores.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    attn = torch.nn.functional.dropout(scores.softmax(-1), dropout_p) if dropout_p > 0 else scores.softmax(-1)
+    return attn @ value
+
+
 def _is_cpu(device: Any) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
 
@@ -212,6 +226,8 @@ class VirtualAccelerator(TorchFunctionMode):
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             out = _Download.apply(args[0])
             return out.to(*rest, **kw) if rest or kw else out
+        if func is torch.nn.functional.scaled_dot_product_attention and isinstance(args[0], Virtual):
+            return _sdpa(*args, **kwargs)
         if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
             # a list index becomes an index tensor made in C++ on the device: a bare meta tensor, no data
             args = (args[0], _lists_as_tensors(args[1]), *args[2:])
