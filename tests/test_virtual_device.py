@@ -8,6 +8,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 
+_BARE = torch.empty(3, device="meta")  # made outside the virtual accelerator: a real meta tensor, no data
+
+
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
@@ -45,6 +48,8 @@ def test_a_cpu_tensor_next_to_an_accelerator_tensor_fails(accelerator):
         a.to(None) * a.cpu()                                 # a dropped .to(device) leaves it on the CPU
     assert (a * torch.tensor(2.0)).cpu().tolist() == [0.0, 2.0, 4.0]           # 0-dim CPU scalars mix, as on CUDA
     assert a[torch.tensor([2, 0])].cpu().tolist() == [2.0, 0.0]                  # CPU index tensors too
+    with pytest.raises(RuntimeError, match="indices should be either on cpu or on the same device"):
+        torch.ones(4)[torch.tensor([2, 0], device=accelerator)]                   # but not a CPU tensor's device index
     assert (a + torch.zeros(3, device=accelerator)).device == accelerator
 
 
@@ -96,6 +101,73 @@ def test_copies_to_the_device_keep_the_graph(accelerator):
     a = torch.tensor([1.0, -2.0], requires_grad=True)
     (a.to(accelerator) * torch.tensor([3.0, 4.0], device=accelerator)).sum().backward()
     assert a.grad.device.type == "cpu" and a.grad.tolist() == [3.0, 4.0]
+
+
+def test_one_hot_of_device_labels_is_the_cpus(accelerator):
+    y = torch.tensor([2, 0, 1, 2, 1])
+    got = torch.nn.functional.one_hot(y.to(accelerator), 3)
+    assert got.device == accelerator and got.dtype == torch.long
+    assert torch.equal(got.cpu(), torch.nn.functional.one_hot(y, 3))
+
+
+def test_constants_made_on_the_device_inside_jacrev(accelerator):
+    """Index tensors made inside a transform (e.g. ``arange`` for the last-token logits) work as on a GPU."""
+    w = torch.randn(3, 4, dtype=torch.float64)
+
+    def f(w):
+        rows = torch.arange(3, device=w.device)
+        return w[rows, (rows + 1) % 4] * torch.tensor([1.0, 2.0, 3.0], dtype=w.dtype, device=w.device)
+
+    got = jacrev(f)(w.to(accelerator))
+    assert got.device == accelerator
+    torch.testing.assert_close(got.cpu(), jacrev(f)(w), rtol=0, atol=0)
+
+
+def test_copies_to_the_host_keep_the_graph(accelerator):
+    a = torch.tensor([1.0, -2.0], requires_grad=True)
+    d = a.to(accelerator) * torch.tensor([3.0, 4.0], device=accelerator)
+    (d.cpu().sum() + d.to("cpu", torch.float64).sum() + d.sum().to(device="cpu")).backward()
+    assert a.grad.device.type == "cpu" and a.grad.tolist() == [9.0, 12.0]
+
+
+def test_list_indices_select_as_on_the_cpu(accelerator):
+    a = torch.arange(12.0).reshape(3, 4)
+    d = a.to(accelerator)
+    for key in ([2, 0, 2], (slice(None), [3, 1]), ([0, 2], [1, 3]), [True, False, True]):
+        got = d[key]
+        assert got.device == accelerator
+        assert torch.equal(got.cpu(), a[key]), key
+    d[[0, 2]] = torch.zeros(2, 4, device=accelerator)
+    a[[0, 2]] = 0.0
+    assert torch.equal(d.cpu(), a)
+
+
+def test_a_dataless_device_tensor_in_the_forward_pass_is_an_error(accelerator):
+    """Torch's C++ may make tensors on the device itself (no data); outside backward's zero gradients that would
+    read as zeros, so it fails loudly instead (one_hot and list indices are handled above)."""
+    a = torch.ones(3, device=accelerator)
+    with pytest.raises(AssertionError, match="dataless meta tensor"):
+        a + _BARE
+
+
+@pytest.mark.parametrize("kw", [{}, {"is_causal": True}, {"mask": "bool"}, {"mask": "float", "scale": 0.3}])
+def test_scaled_dot_product_attention_and_its_gradient_as_on_the_cpu(accelerator, kw):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    kw = dict(kw)
+    mask = {"bool": torch.rand(5, 5, generator=g) > 0.3, "float": torch.randn(5, 5, generator=g, dtype=torch.float64)}
+    if "mask" in kw:
+        kw["attn_mask"] = mask[kw.pop("mask")]
+        kw["attn_mask"][:, 0] = True if kw["attn_mask"].dtype == torch.bool else kw["attn_mask"][:, 0]
+    F = torch.nn.functional.scaled_dot_product_attention
+    want = F(q, k, v, **kw)
+    (wq,) = torch.autograd.grad(want.square().sum(), q)
+    on = {k_: (t.to(accelerator) if torch.is_tensor(t) else t) for k_, t in kw.items()}
+    got = F(q.to(accelerator), k.to(accelerator), v.to(accelerator), **on)
+    (gq,) = torch.autograd.grad(got.square().sum(), q)
+    assert got.device == accelerator
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gq, wq, rtol=1e-10, atol=1e-12)
 
 
 def test_the_generator_type_is_restored_afterwards():

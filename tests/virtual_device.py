@@ -39,11 +39,21 @@ _MIXED_OK = {
     torch.ops.aten._to_copy.default,
 }
 
+# of those, the ones that CUDA runs only when the indexed tensor is on the device
+_INDEXING = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+
 
 def _is_accel(device: Any) -> bool:
     if isinstance(device, torch.device):
         return device.type == DEVICE.type
     return isinstance(device, str) and device.split(":")[0] == DEVICE.type
+
+
+def _unwrapped(t: Any) -> Any:
+    """The plain tensor under functorch's level wrappers (a constant made inside ``jacrev``/``vmap``)."""
+    while isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def _host(t: Any) -> Any:
@@ -52,6 +62,9 @@ def _host(t: Any) -> Any:
     if isinstance(t, Virtual):
         return t.inner
     if isinstance(t, torch.Tensor) and t.device.type == DEVICE.type:
+        if torch._C._current_autograd_node() is None:
+            raise AssertionError(f"virtual device: a dataless meta tensor {tuple(t.shape)} outside the backward pass "
+                                 "(made by torch's C++ on the device); teach tests/virtual_device.py this op")
         return torch.zeros(t.shape, dtype=t.dtype)
     return t
 
@@ -63,6 +76,7 @@ class Virtual(torch.Tensor):
 
     @staticmethod
     def __new__(cls, inner: torch.Tensor):
+        inner = _unwrapped(inner)  # inside jacrev/vmap a new tensor (a constant) comes wrapped for the level
         if inner.device.type != "cpu":
             raise AssertionError(f"a virtual tensor holds CPU data, got {inner.device}")
         out = torch.Tensor._make_wrapper_subclass(
@@ -91,6 +105,8 @@ class Virtual(torch.Tensor):
                 f"Expected all tensors to be on the same device, but found at least two devices, {DEVICE.type} and "
                 f"cpu! ({func})"
             )
+        if func in _INDEXING and type(args[0]) is torch.Tensor and args[0].device.type == "cpu" and args[0].dim() > 0:
+            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor (cpu) ({func})")
         device = kwargs.get("device")
         if device is not None and torch.device(device).type == DEVICE.type:
             kwargs = dict(kwargs, device=CPU)
@@ -111,6 +127,45 @@ class _Upload(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad.inner if isinstance(grad, Virtual) else grad
+
+
+class _Download(torch.autograd.Function):
+    """Accelerator -> host copy that keeps the autograd graph (``x.cpu()`` is differentiable)."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.inner.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return Virtual(grad)
+
+
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``F.scaled_dot_product_attention`` from plain ops (its non-CPU kernel makes scalars on the device in C++)."""
+    if enable_gqa:
+        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
+        value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
+    scores = query @ key.transpose(-2, -1) * (query.shape[-1] ** -0.5 if scale is None else scale)
+    if is_causal:
+        scores = scores.masked_fill(~scores.new_ones(scores.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    attn = torch.nn.functional.dropout(scores.softmax(-1), dropout_p) if dropout_p > 0 else scores.softmax(-1)
+    return attn @ value
+
+
+def _is_cpu(device: Any) -> bool:
+    return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
+
+
+def _lists_as_tensors(index: Any) -> Any:
+    """An indexing key with its lists as CPU index tensors (which CUDA accepts as well)."""
+    if isinstance(index, list):
+        return torch.tensor(index)
+    if isinstance(index, tuple):
+        return tuple(torch.tensor(i) if isinstance(i, list) else i for i in index)
+    return index
 
 
 def upload(t: Any) -> Any:
@@ -174,6 +229,22 @@ class VirtualAccelerator(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
             return args[0].inner.tolist()
+        if func is torch.nn.functional.one_hot and isinstance(args[0], Virtual):
+            # its non-CPU kernel compares with an arange it makes itself on the device: a bare meta tensor, no data
+            return Virtual(func(args[0].inner, *args[1:], **kwargs))
+        if (func is torch.Tensor.cpu or (func is torch.Tensor.to and (any(map(_is_cpu, args[1:]))
+                                         or _is_cpu(kwargs.get("device"))))) \
+                and isinstance(args[0], Virtual) and args[0].requires_grad:
+            # the autograd engine would send the gradient back with a C++ copy to a dataless meta tensor
+            rest = [a for a in args[1:] if not _is_cpu(a)]
+            kw = {k: v for k, v in kwargs.items() if k != "device"}
+            out = _Download.apply(args[0])
+            return out.to(*rest, **kw) if rest or kw else out
+        if func is torch.nn.functional.scaled_dot_product_attention and isinstance(args[0], Virtual):
+            return _sdpa(*args, **kwargs)
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
+            # a list index becomes an index tensor made in C++ on the device: a bare meta tensor, no data
+            args = (args[0], _lists_as_tensors(args[1]), *args[2:])
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         if kwargs.get("generator") is not None:
