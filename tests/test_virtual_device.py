@@ -170,6 +170,18 @@ def test_scaled_dot_product_attention_and_its_gradient_as_on_the_cpu(accelerator
     torch.testing.assert_close(gq, wq, rtol=1e-10, atol=1e-12)
 
 
+def test_scalars_torch_makes_on_the_device_keep_their_values(accelerator):
+    """``where(c, x, 0)`` makes its ``0`` with ``scalar_tensor`` on the device, and so does the cross-entropy that
+    ``vmap`` decomposes into it (the vectorised SG-MCMC chains)."""
+    x = torch.tensor([-1.0, 2.0, 3.0])
+    assert torch.where(x.to(accelerator) > 0, x.to(accelerator), 7).cpu().tolist() == [7.0, 2.0, 3.0]
+    logits, y = torch.randn(4, 5, 3, dtype=torch.float64), torch.randint(0, 3, (4, 5))
+    want = vmap(torch.nn.functional.cross_entropy)(logits, y)
+    got = vmap(torch.nn.functional.cross_entropy)(logits.to(accelerator), y.to(accelerator))
+    assert got.device == accelerator
+    torch.testing.assert_close(got.cpu(), want)
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

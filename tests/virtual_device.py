@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import return_and_correct_aliasing
+from torch.utils._python_dispatch import TorchDispatchMode, return_and_correct_aliasing
 from torch.utils._pytree import tree_flatten, tree_map
 
 DEVICE = torch.device("meta")
@@ -141,20 +141,6 @@ class _Download(torch.autograd.Function):
         return Virtual(grad)
 
 
-def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """``F.scaled_dot_product_attention`` from plain ops (its non-CPU kernel makes scalars on the device in C++)."""
-    if enable_gqa:
-        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
-        value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
-    scores = query @ key.transpose(-2, -1) * (query.shape[-1] ** -0.5 if scale is None else scale)
-    if is_causal:
-        scores = scores.masked_fill(~scores.new_ones(scores.shape[-2:], dtype=torch.bool).tril(), float("-inf"))
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    attn = torch.nn.functional.dropout(scores.softmax(-1), dropout_p) if dropout_p > 0 else scores.softmax(-1)
-    return attn @ value
-
-
 def _is_cpu(device: Any) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
 
@@ -213,25 +199,40 @@ def _check_generator(generator: Any, args: Any, kwargs: dict) -> None:
         raise RuntimeError(f"Expected a '{want}' device type for generator but found '{got}'")
 
 
+class _DeviceFactories(TorchDispatchMode):
+    """Tensors that torch's C++ makes on the device from no tensor (``scalar_tensor`` of ``where(c, x, 0)``, the
+    ``arange`` of ``one_hot``, the scalars of the fused attention kernel): made on the CPU and wrapped, so
+    they hold their values instead of being data-less ``meta`` tensors."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if device is not None and torch.device(device).type == DEVICE.type and not any(
+                isinstance(t, torch.Tensor) for t in tree_flatten(args)[0]):
+            return Virtual(func(*args, **dict(kwargs, device=CPU)))
+        return func(*args, **kwargs)
+
+
 class VirtualAccelerator(TorchFunctionMode):
     """While active, ``device="meta"`` means the virtual accelerator (module docstring); ``torch.Generator`` accepts
     it too."""
 
     def __enter__(self):
         torch.Generator = _Generator
+        self._factories = _DeviceFactories()
+        self._factories.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc):
         torch.Generator = _TorchGenerator
-        return super().__exit__(*exc)
+        out = super().__exit__(*exc)
+        self._factories.__exit__(*exc)
+        return out
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
             return args[0].inner.tolist()
-        if func is torch.nn.functional.one_hot and isinstance(args[0], Virtual):
-            # its non-CPU kernel compares with an arange it makes itself on the device: a bare meta tensor, no data
-            return Virtual(func(args[0].inner, *args[1:], **kwargs))
         if (func is torch.Tensor.cpu or (func is torch.Tensor.to and (any(map(_is_cpu, args[1:]))
                                          or _is_cpu(kwargs.get("device"))))) \
                 and isinstance(args[0], Virtual) and args[0].requires_grad:
@@ -240,8 +241,6 @@ class VirtualAccelerator(TorchFunctionMode):
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             out = _Download.apply(args[0])
             return out.to(*rest, **kw) if rest or kw else out
-        if func is torch.nn.functional.scaled_dot_product_attention and isinstance(args[0], Virtual):
-            return _sdpa(*args, **kwargs)
         if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
             # a list index becomes an index tensor made in C++ on the device: a bare meta tensor, no data
             args = (args[0], _lists_as_tensors(args[1]), *args[2:])
