@@ -82,6 +82,15 @@ def test_copies_to_the_device_keep_the_graph(accelerator):
     assert a.grad.device.type == "cpu" and a.grad.tolist() == [3.0, 4.0]
 
 
+def test_a_factory_with_requires_grad_makes_a_leaf_an_optimiser_can_step(accelerator):
+    x = torch.tensor([1.0, -2.0], dtype=torch.float64, device=accelerator, requires_grad=True)
+    assert x.is_leaf and x.requires_grad and x.device == accelerator
+    opt = torch.optim.SGD([x], lr=0.5)                      # refuses a non-leaf tensor
+    (x * torch.tensor([3.0, 4.0], dtype=torch.float64, device=accelerator)).sum().backward()
+    opt.step()
+    assert x.grad.device == accelerator and x.grad.tolist() == [3.0, 4.0] and x.tolist() == [-0.5, -4.0]
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

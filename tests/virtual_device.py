@@ -112,10 +112,13 @@ class _Upload(torch.autograd.Function):
         return grad.inner if isinstance(grad, Virtual) else grad
 
 
-def upload(t: Any) -> Any:
-    """``t`` on the accelerator (other values unchanged)."""
+def upload(t: Any, fresh: bool = False) -> Any:
+    """``t`` on the accelerator (other values unchanged). ``fresh``: ``t`` was made by a factory (no input needed a
+    gradient), so a ``requires_grad`` result is a new leaf, as ``torch.tensor(..., device="cuda", requires_grad=True)``."""
     if not isinstance(t, torch.Tensor) or isinstance(t, Virtual):
         return t
+    if fresh and t.requires_grad:
+        return Virtual(t.detach().as_subclass(torch.Tensor)).requires_grad_(True)
     return _Upload.apply(t) if t.requires_grad else Virtual(t.detach().as_subclass(torch.Tensor))
 
 
@@ -176,4 +179,5 @@ class VirtualAccelerator(TorchFunctionMode):
             args = tuple(CPU if _is_accel(a) else a for a in args)
         if "device" in kwargs:
             kwargs = dict(kwargs, device=CPU)
-        return tree_map(upload, func(*args, **kwargs))
+        fresh = not any(isinstance(a, torch.Tensor) and a.requires_grad for a in tree_flatten((args, kwargs))[0])
+        return tree_map(lambda t: upload(t, fresh), func(*args, **kwargs))
