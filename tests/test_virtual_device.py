@@ -91,6 +91,18 @@ def test_a_factory_with_requires_grad_makes_a_leaf_an_optimiser_can_step(acceler
     assert x.grad.device == accelerator and x.grad.tolist() == [3.0, 4.0] and x.tolist() == [-0.5, -4.0]
 
 
+def test_python_list_indices_select_the_listed_entries(accelerator):
+    m = torch.arange(9.0, device=accelerator).reshape(3, 3)
+    assert m[[2, 0]].cpu().tolist() == [[6.0, 7.0, 8.0], [0.0, 1.0, 2.0]] and m[[2, 0]].device == accelerator
+    assert m[[0, 2], [1, 0]].cpu().tolist() == [1.0, 6.0] and m[:, [2]].cpu().tolist() == [[2.0], [5.0], [8.0]]
+    assert m[0][[True, False, True]].cpu().tolist() == [0.0, 2.0]
+    v = torch.zeros(3, device=accelerator)
+    v[[2]] = 5.0
+    v[torch.tensor([0])] = 2
+    v[1:2] = 3.0
+    assert v.cpu().tolist() == [2.0, 3.0, 5.0]
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

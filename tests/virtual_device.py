@@ -122,6 +122,19 @@ def upload(t: Any, fresh: bool = False) -> Any:
     return _Upload.apply(t) if t.requires_grad else Virtual(t.detach().as_subclass(torch.Tensor))
 
 
+def _host_index(index: Any) -> Any:
+    """An index with Python lists (``t[[2, 0]]``) as CPU index tensors. Torch turns such a list into an index tensor
+    on the indexed tensor's device, which here is a meta tensor without data (CUDA copies the values there)."""
+    if isinstance(index, tuple):
+        return tuple(_host_index(i) for i in index)
+    if isinstance(index, list):
+        try:
+            return torch.tensor(index)
+        except (TypeError, ValueError, RuntimeError):  # lists of slices / tensors: left to torch
+            return index
+    return index
+
+
 _TorchGenerator = torch.Generator
 
 
@@ -161,6 +174,10 @@ class VirtualAccelerator(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
+            args = (args[0], _host_index(args[1]), *args[2:])
+            if func is torch.Tensor.__setitem__ and isinstance(args[2], (bool, int, float)):  # else a data-less meta 0-dim
+                args = (*args[:2], torch.tensor(args[2], dtype=args[0].dtype))
         if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
             return args[0].inner.tolist()
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
