@@ -103,6 +103,15 @@ def test_python_list_indices_select_the_listed_entries(accelerator):
     assert v.cpu().tolist() == [2.0, 3.0, 5.0]
 
 
+def test_as_tensor_of_a_tensor_already_there_keeps_its_graph(accelerator):
+    x = torch.tensor(0.5, dtype=torch.float64, device=accelerator, requires_grad=True)
+    same = torch.as_tensor(x.exp(), dtype=torch.float64, device=accelerator)
+    wider = torch.as_tensor(x.to(torch.float32) * 2, dtype=torch.float64, device=accelerator)
+    (same * 3 + wider).backward()
+    assert same.device == wider.device == accelerator and wider.dtype == torch.float64
+    assert x.grad.item() == pytest.approx(3 * torch.tensor(0.5).exp().item() + 2)
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

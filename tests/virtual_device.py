@@ -189,6 +189,9 @@ class VirtualAccelerator(TorchFunctionMode):
             rest = [a for a in args[1:] if not _is_accel(a)]
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             return args[0].to(*rest, **kw) if rest or kw else args[0]
+        if func is torch.as_tensor and isinstance(args[0], Virtual):  # already there: the same tensor, graph kept
+            dtype = kwargs.get("dtype", args[1] if len(args) > 1 else None)
+            return args[0] if dtype is None else args[0].to(dtype)
         generator = kwargs.get("generator")
         if generator is not None and generator.device.type != DEVICE.type:
             raise RuntimeError(f"Expected a '{DEVICE.type}' device type for generator but found 'cpu'")
