@@ -112,6 +112,20 @@ def test_as_tensor_of_a_tensor_already_there_keeps_its_graph(accelerator):
     assert x.grad.item() == pytest.approx(3 * torch.tensor(0.5).exp().item() + 2)
 
 
+def test_indexing_follows_the_device_rules_of_aten(accelerator):
+    a, idx = torch.arange(4.0, device=accelerator), torch.tensor([3, 1], device=accelerator)
+    host = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+        host[idx]                                            # a CPU tensor indexed on the device
+    with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+        host[idx] = a[:2]
+    with pytest.raises(RuntimeError, match="same device"):
+        a[idx] = torch.ones(2)                               # a CPU value of one or more dims
+    a[idx] = torch.tensor(7.0)                               # a 0-dim CPU value is moved
+    a[torch.tensor([0])] = torch.tensor([5.0], device=accelerator)
+    assert a.cpu().tolist() == [5.0, 7.0, 2.0, 7.0] and a[idx.cpu()].cpu().tolist() == [7.0, 7.0]
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

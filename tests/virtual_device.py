@@ -39,6 +39,21 @@ _MIXED_OK = {
 }
 
 
+_INDEX_OPS = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+
+
+def _check_index(func: Any, args: tuple) -> None:
+    """ATen's device rules for advanced indexing: a CPU tensor takes CPU indices only; ``index_put`` moves a 0-dim
+    value to the indexed tensor's device, any other value must be there already."""
+    self, indices = args[0], [i for i in args[1] if isinstance(i, torch.Tensor)]
+    if self.device.type == "cpu" and any(i.device.type != "cpu" for i in indices):
+        raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+    value = args[2] if func is not torch.ops.aten.index.Tensor else None
+    if value is not None and value.device.type != self.device.type and value.dim() > 0:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"{self.device.type} and {value.device.type}! ({func})")
+
+
 def _is_accel(device: Any) -> bool:
     if isinstance(device, torch.device):
         return device.type == DEVICE.type
@@ -85,6 +100,8 @@ class Virtual(torch.Tensor):
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         flat, _ = tree_flatten((args, kwargs))
+        if func in _INDEX_OPS:
+            _check_index(func, args)
         if func not in _MIXED_OK and any(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() > 0 for t in flat):
             raise RuntimeError(
                 f"Expected all tensors to be on the same device, but found at least two devices, {DEVICE.type} and "
