@@ -183,3 +183,18 @@ def test_regression_noise_and_evidence_equal_the_cpu(ref, accelerator, structure
     run = {"n_steps": 10, "lr": 0.1, "tune_sigma": True}
     same(acc.optimize_prior(**run), cpu.optimize_prior(**run), accelerator, rtol=1e-6, atol=1e-9)
     assert acc.sigma_noise == pytest.approx(cpu.sigma_noise, rel=1e-6)
+
+
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_load_state_tensors_moves_host_tensors_to_the_structure(ref, accelerator, structure, dtype):
+    """``load_state_tensors`` puts the tensors it is given (here CPU ones, maybe of another dtype) on the structure's
+    device and dtype, whoever read them."""
+    cpu, acc = pair(ref, accelerator, structure, prior_precision=[0.5, 2.0])
+    host = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in cpu.structure.state_tensors().items()}
+    acc.structure.load_state_tensors(host)
+    for t in curvature(acc):
+        assert _on(t, accelerator) and t.dtype == torch.float64
+    tol = TOL if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    same(acc.log_marginal_likelihood(), cpu.log_marginal_likelihood(), accelerator, **tol)
+    same(acc.sample(2, generator=gen()), cpu.sample(2, generator=gen()), accelerator, **tol)
