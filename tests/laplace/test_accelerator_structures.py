@@ -144,6 +144,18 @@ def test_save_and_load_onto_the_accelerator_model(ref, accelerator, structure, t
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
+def test_a_one_tensor_subset_fits_saves_and_loads_on_the_accelerator(ref, accelerator, structure, tmp_path):
+    cpu, acc = pair(ref, accelerator, structure, subset="head.weight", prior_precision=0.8)
+    assert acc.param_names == ["head.weight"]
+    acc.save(tmp_path)
+    loaded = laplace.load(tmp_path, copy.deepcopy(cpu.model).to(accelerator))
+    X, _ = data(5)
+    for post in (acc, loaded):
+        same(post.log_marginal_likelihood(), cpu.log_marginal_likelihood(), accelerator)
+        same(post.predict(X), cpu.predict(X), accelerator)
+
+
+@pytest.mark.parametrize("structure", list(STRUCTURES))
 def test_restriction_to_one_layer_equals_the_cpu(ref, accelerator, structure):
     cpu, acc = pair(ref, accelerator, structure, prior_precision=[0.5, 2.0])
     names = ["head.weight", "head.bias"]
