@@ -23,6 +23,7 @@ STRUCTURES = {
     "lowrank_kfac": {"n_kfac": 2, "lr_threshold": 3},  # factors of dimension > 3 low-rank: the 1/δ identity terms
 }
 TOL = {"rtol": 1e-7, "atol": 1e-9}  # float64; a GPU's summation order / eigensolver differ in the last digits
+ITER_TOL = {"rtol": 1e-5, "atol": 1e-9}  # results of an optimiser's iterates, where such rounding may grow
 
 
 def _on(t: torch.Tensor, device: torch.device) -> bool:
@@ -85,8 +86,9 @@ def test_evidence_and_tuned_priors_equal_the_cpu(ref, accelerator, structure):
                 {"optimizer": "lbfgs", "n_steps": 10, "lr": 0.5}):
         for post in (cpu, acc):
             post.prior_precision = 1.0
-        same(acc.optimize_prior("marglik", **run), cpu.optimize_prior("marglik", **run), accelerator, rtol=1e-6, atol=1e-9)
-        same(acc.log_marginal_likelihood(), cpu.log_marginal_likelihood(), accelerator)
+        want = cpu.optimize_prior("marglik", **run)
+        same(acc.optimize_prior("marglik", **run), want, accelerator, **ITER_TOL)
+        same(acc.log_marginal_likelihood(), cpu.log_marginal_likelihood(), accelerator, **ITER_TOL)
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
@@ -111,7 +113,8 @@ def test_predictives_and_gridsearch_equal_the_cpu(ref, accelerator, structure):
         got = acc.optimize_prior("gridsearch", val_loader=ref.loader(X, y, batch_size=4), grid=grid, **kw)
         if "generator" in kw:
             kw["generator"] = gen()
-        same(got, cpu.optimize_prior("gridsearch", val_loader=ref.loader(X, y, batch_size=4), grid=grid, **kw), accelerator)
+        want = cpu.optimize_prior("gridsearch", val_loader=ref.loader(X, y, batch_size=4), grid=grid, **kw)
+        same(got, want, accelerator)
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
@@ -123,7 +126,8 @@ def test_samples_of_a_cpu_generator_land_on_the_accelerator(ref, accelerator, st
         assert list(g) == list(w)
         same(list(g.values()), list(w.values()), accelerator)
     delta, scale = acc.prior_precision.expand(2), acc._scale()
-    same(acc.structure.sample(4, delta, scale, gen()), cpu.structure.sample(4, delta.cpu(), scale.cpu(), gen()), accelerator)
+    want = cpu.structure.sample(4, delta.cpu(), scale.cpu(), gen())
+    same(acc.structure.sample(4, delta, scale, gen()), want, accelerator)
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
@@ -193,8 +197,8 @@ def test_regression_noise_and_evidence_equal_the_cpu(ref, accelerator, structure
     same(acc.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=grid),
          cpu.optimize_prior("gridsearch", val_loader=ref.loader(X, y), grid=grid), accelerator)
     run = {"n_steps": 10, "lr": 0.1, "tune_sigma": True}
-    same(acc.optimize_prior(**run), cpu.optimize_prior(**run), accelerator, rtol=1e-6, atol=1e-9)
-    assert acc.sigma_noise == pytest.approx(cpu.sigma_noise, rel=1e-6)
+    same(acc.optimize_prior(**run), cpu.optimize_prior(**run), accelerator, **ITER_TOL)
+    assert acc.sigma_noise == pytest.approx(cpu.sigma_noise, rel=1e-5)
 
 
 @pytest.mark.parametrize("structure", list(STRUCTURES))
