@@ -182,6 +182,50 @@ def test_scalars_torch_makes_on_the_device_keep_their_values(accelerator):
     torch.testing.assert_close(got.cpu(), want)
 
 
+def test_a_factory_with_requires_grad_makes_a_leaf_an_optimiser_can_step(accelerator):
+    x = torch.tensor([1.0, -2.0], dtype=torch.float64, device=accelerator, requires_grad=True)
+    assert x.is_leaf and x.requires_grad and x.device == accelerator
+    opt = torch.optim.SGD([x], lr=0.5)                      # refuses a non-leaf tensor
+    (x * torch.tensor([3.0, 4.0], dtype=torch.float64, device=accelerator)).sum().backward()
+    opt.step()
+    assert x.grad.device == accelerator and x.grad.tolist() == [3.0, 4.0] and x.tolist() == [-0.5, -4.0]
+
+
+def test_python_list_indices_select_the_listed_entries(accelerator):
+    m = torch.arange(9.0, device=accelerator).reshape(3, 3)
+    assert m[[2, 0]].cpu().tolist() == [[6.0, 7.0, 8.0], [0.0, 1.0, 2.0]] and m[[2, 0]].device == accelerator
+    assert m[[0, 2], [1, 0]].cpu().tolist() == [1.0, 6.0] and m[:, [2]].cpu().tolist() == [[2.0], [5.0], [8.0]]
+    assert m[0][[True, False, True]].cpu().tolist() == [0.0, 2.0]
+    v = torch.zeros(3, device=accelerator)
+    v[[2]] = 5.0
+    v[torch.tensor([0])] = 2
+    v[1:2] = 3.0
+    assert v.cpu().tolist() == [2.0, 3.0, 5.0]
+
+
+def test_as_tensor_of_a_tensor_already_there_keeps_its_graph(accelerator):
+    x = torch.tensor(0.5, dtype=torch.float64, device=accelerator, requires_grad=True)
+    same = torch.as_tensor(x.exp(), dtype=torch.float64, device=accelerator)
+    wider = torch.as_tensor(x.to(torch.float32) * 2, dtype=torch.float64, device=accelerator)
+    (same * 3 + wider).backward()
+    assert same.device == wider.device == accelerator and wider.dtype == torch.float64
+    assert x.grad.item() == pytest.approx(3 * torch.tensor(0.5).exp().item() + 2)
+
+
+def test_indexing_follows_the_device_rules_of_aten(accelerator):
+    a, idx = torch.arange(4.0, device=accelerator), torch.tensor([3, 1], device=accelerator)
+    host = torch.zeros(4)
+    with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+        host[idx]                                            # a CPU tensor indexed on the device
+    with pytest.raises(RuntimeError, match="indices should be either on cpu"):
+        host[idx] = a[:2]
+    with pytest.raises(RuntimeError, match="same device"):
+        a[idx] = torch.ones(2)                               # a CPU value of one or more dims
+    a[idx] = torch.tensor(7.0)                               # a 0-dim CPU value is moved
+    a[torch.tensor([0])] = torch.tensor([5.0], device=accelerator)
+    assert a.cpu().tolist() == [5.0, 7.0, 2.0, 7.0] and a[idx.cpu()].cpu().tolist() == [7.0, 7.0]
+
+
 def test_the_generator_type_is_restored_afterwards():
     from virtual_device import VirtualAccelerator
 

@@ -40,7 +40,21 @@ _MIXED_OK = {
 }
 
 # of those, the ones that CUDA runs only when the indexed tensor is on the device
-_INDEXING = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+
+
+_INDEX_OPS = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+
+
+def _check_index(func: Any, args: tuple) -> None:
+    """ATen's device rules for advanced indexing: a CPU tensor takes CPU indices only; ``index_put`` moves a 0-dim
+    value to the indexed tensor's device, any other value must be there already."""
+    self, indices = args[0], [i for i in args[1] if isinstance(i, torch.Tensor)]
+    if self.device.type == "cpu" and any(i.device.type != "cpu" for i in indices):
+        raise RuntimeError("indices should be either on cpu or on the same device as the indexed tensor (cpu)")
+    value = args[2] if func is not torch.ops.aten.index.Tensor else None
+    if value is not None and value.device.type != self.device.type and value.dim() > 0:
+        raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
+                           f"{self.device.type} and {value.device.type}! ({func})")
 
 
 def _is_accel(device: Any) -> bool:
@@ -100,13 +114,13 @@ class Virtual(torch.Tensor):
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         flat, _ = tree_flatten((args, kwargs))
+        if func in _INDEX_OPS:
+            _check_index(func, args)
         if func not in _MIXED_OK and any(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dim() > 0 for t in flat):
             raise RuntimeError(
                 f"Expected all tensors to be on the same device, but found at least two devices, {DEVICE.type} and "
                 f"cpu! ({func})"
             )
-        if func in _INDEXING and type(args[0]) is torch.Tensor and args[0].device.type == "cpu" and args[0].dim() > 0:
-            raise RuntimeError(f"indices should be either on cpu or on the same device as the indexed tensor (cpu) ({func})")
         device = kwargs.get("device")
         if device is not None and torch.device(device).type == DEVICE.type:
             kwargs = dict(kwargs, device=CPU)
@@ -145,20 +159,27 @@ def _is_cpu(device: Any) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
 
 
-def _lists_as_tensors(index: Any) -> Any:
-    """An indexing key with its lists as CPU index tensors (which CUDA accepts as well)."""
-    if isinstance(index, list):
-        return torch.tensor(index)
-    if isinstance(index, tuple):
-        return tuple(torch.tensor(i) if isinstance(i, list) else i for i in index)
-    return index
-
-
-def upload(t: Any) -> Any:
-    """``t`` on the accelerator (other values unchanged)."""
+def upload(t: Any, fresh: bool = False) -> Any:
+    """``t`` on the accelerator (other values unchanged). ``fresh``: ``t`` was made by a factory (no input needed a
+    gradient), so a ``requires_grad`` result is a new leaf, as ``torch.tensor(..., device="cuda", requires_grad=True)``."""
     if not isinstance(t, torch.Tensor) or isinstance(t, Virtual):
         return t
+    if fresh and t.requires_grad:
+        return Virtual(t.detach().as_subclass(torch.Tensor)).requires_grad_(True)
     return _Upload.apply(t) if t.requires_grad else Virtual(t.detach().as_subclass(torch.Tensor))
+
+
+def _host_index(index: Any) -> Any:
+    """An index with Python lists (``t[[2, 0]]``) as CPU index tensors. Torch turns such a list into an index tensor
+    on the indexed tensor's device, which here is a meta tensor without data (CUDA copies the values there)."""
+    if isinstance(index, tuple):
+        return tuple(_host_index(i) for i in index)
+    if isinstance(index, list):
+        try:
+            return torch.tensor(index)
+        except (TypeError, ValueError, RuntimeError):  # lists of slices / tensors: left to torch
+            return index
+    return index
 
 
 _TorchGenerator = torch.Generator
@@ -231,6 +252,10 @@ class VirtualAccelerator(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
+            args = (args[0], _host_index(args[1]), *args[2:])
+            if func is torch.Tensor.__setitem__ and isinstance(args[2], (bool, int, float)):  # else a data-less meta 0-dim
+                args = (*args[:2], torch.tensor(args[2], dtype=args[0].dtype))
         if func is torch.Tensor.tolist and isinstance(args[0], Virtual):
             return args[0].inner.tolist()
         if (func is torch.Tensor.cpu or (func is torch.Tensor.to and (any(map(_is_cpu, args[1:]))
@@ -241,9 +266,6 @@ class VirtualAccelerator(TorchFunctionMode):
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             out = _Download.apply(args[0])
             return out.to(*rest, **kw) if rest or kw else out
-        if func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and isinstance(args[0], Virtual):
-            # a list index becomes an index tensor made in C++ on the device: a bare meta tensor, no data
-            args = (args[0], _lists_as_tensors(args[1]), *args[2:])
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         if kwargs.get("generator") is not None:
@@ -255,6 +277,9 @@ class VirtualAccelerator(TorchFunctionMode):
             rest = [a for a in args[1:] if not _is_accel(a)]
             kw = {k: v for k, v in kwargs.items() if k != "device"}
             return args[0].to(*rest, **kw) if rest or kw else args[0]
+        if func is torch.as_tensor and isinstance(args[0], Virtual):  # already there: the same tensor, graph kept
+            dtype = kwargs.get("dtype", args[1] if len(args) > 1 else None)
+            return args[0] if dtype is None else args[0].to(dtype)
         generator = kwargs.get("generator")
         if generator is not None and generator.device.type != DEVICE.type:
             raise RuntimeError(f"Expected a '{DEVICE.type}' device type for generator but found 'cpu'")
@@ -262,4 +287,5 @@ class VirtualAccelerator(TorchFunctionMode):
             args = tuple(CPU if _is_accel(a) else a for a in args)
         if "device" in kwargs:
             kwargs = dict(kwargs, device=CPU)
-        return tree_map(upload, func(*args, **kwargs))
+        fresh = not any(isinstance(a, torch.Tensor) and a.requires_grad for a in tree_flatten((args, kwargs))[0])
+        return tree_map(lambda t: upload(t, fresh), func(*args, **kwargs))
