@@ -30,19 +30,10 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 DEVICE = torch.device("meta")
 CPU = torch.device("cpu")
-# ops that CUDA runs with CPU index tensors or that copy across devices
-_MIXED_OK = {
-    torch.ops.aten.index.Tensor,
-    torch.ops.aten.index_put_.default,
-    torch.ops.aten.index_put.default,
-    torch.ops.aten.copy_.default,
-    torch.ops.aten._to_copy.default,
-}
-
-# of those, the ones that CUDA runs only when the indexed tensor is on the device
-
-
+# advanced indexing: CUDA takes CPU index tensors (device rules in _check_index)
 _INDEX_OPS = {torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default, torch.ops.aten.index_put.default}
+# ops that may mix devices: indexing, and the copies across devices
+_MIXED_OK = _INDEX_OPS | {torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default}
 
 
 def _check_index(func: Any, args: tuple) -> None:
@@ -159,6 +150,13 @@ def _is_cpu(device: Any) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == "cpu"
 
 
+def _to_without_device(t: torch.Tensor, args: tuple, kwargs: dict, is_device: Any) -> torch.Tensor:
+    """``t.to(*args, **kwargs)`` with the device argument (``is_device``) left out: only a dtype change remains."""
+    rest = [a for a in args if not is_device(a)]
+    kw = {k: v for k, v in kwargs.items() if k != "device"}
+    return t.to(*rest, **kw) if rest or kw else t
+
+
 def upload(t: Any, fresh: bool = False) -> Any:
     """``t`` on the accelerator (other values unchanged). ``fresh``: ``t`` was made by a factory (no input needed a
     gradient), so a ``requires_grad`` result is a new leaf, as ``torch.tensor(..., device="cuda", requires_grad=True)``."""
@@ -262,10 +260,7 @@ class VirtualAccelerator(TorchFunctionMode):
                                          or _is_cpu(kwargs.get("device"))))) \
                 and isinstance(args[0], Virtual) and args[0].requires_grad:
             # the autograd engine would send the gradient back with a C++ copy to a dataless meta tensor
-            rest = [a for a in args[1:] if not _is_cpu(a)]
-            kw = {k: v for k, v in kwargs.items() if k != "device"}
-            out = _Download.apply(args[0])
-            return out.to(*rest, **kw) if rest or kw else out
+            return _to_without_device(_Download.apply(args[0]), args[1:], kwargs, _is_cpu)
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Virtual):
             raise TypeError(f"can't convert {DEVICE.type} device type tensor to numpy. Use Tensor.cpu() first.")
         if kwargs.get("generator") is not None:
@@ -274,15 +269,10 @@ class VirtualAccelerator(TorchFunctionMode):
         if not (positional or _is_accel(kwargs.get("device"))):
             return func(*args, **kwargs)
         if func is torch.Tensor.to and isinstance(args[0], Virtual):  # already there: same tensor, maybe a new dtype
-            rest = [a for a in args[1:] if not _is_accel(a)]
-            kw = {k: v for k, v in kwargs.items() if k != "device"}
-            return args[0].to(*rest, **kw) if rest or kw else args[0]
+            return _to_without_device(args[0], args[1:], kwargs, _is_accel)
         if func is torch.as_tensor and isinstance(args[0], Virtual):  # already there: the same tensor, graph kept
             dtype = kwargs.get("dtype", args[1] if len(args) > 1 else None)
             return args[0] if dtype is None else args[0].to(dtype)
-        generator = kwargs.get("generator")
-        if generator is not None and generator.device.type != DEVICE.type:
-            raise RuntimeError(f"Expected a '{DEVICE.type}' device type for generator but found 'cpu'")
         if positional:
             args = tuple(CPU if _is_accel(a) else a for a in args)
         if "device" in kwargs:
