@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._inputs import check_inputs
+from ._inputs import as_tensor, check_inputs
 
 Norm = Literal["l1", "l2", "max"]
 NORMS: tuple[str, ...] = ("l1", "l2", "max")
@@ -176,8 +176,8 @@ def reliability_from_top_label(confidence: Any, correct: Any, n_bins: int = 15) 
     """:func:`reliability_diagram_data` from the top-label ``confidence`` (N,) in [0, 1] and ``correct`` (N,) 0/1 or
     bool (e.g. per-example arrays saved by a run; numpy, or torch on any device), with the same bins."""
     _check_options(n_bins, "l1")
-    conf = _host(confidence).to(torch.float64)
-    hit = _host(correct).to(torch.float64)
+    conf = as_tensor(confidence, "confidence").to(torch.float64)
+    hit = as_tensor(correct, "correct").to(torch.float64)
     if conf.ndim != 1 or conf.shape != hit.shape or conf.numel() == 0:
         raise ValueError(f"confidence and correct must be non-empty (N,) arrays of one length, got shapes "
                          f"{tuple(conf.shape)} and {tuple(hit.shape)}")
@@ -186,11 +186,6 @@ def reliability_from_top_label(confidence: Any, correct: Any, n_bins: int = 15) 
     if not ((hit == 0) | (hit == 1)).all():
         raise ValueError("correct must be 0/1 (or bool): whether the top label is right")
     return _reliability(conf, hit, n_bins)
-
-
-def _host(x: Any) -> torch.Tensor:
-    """A CPU tensor of ``x``: a tensor on any device (detached), or anything ``np.asarray`` takes."""
-    return x.detach().to("cpu") if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
 
 
 def _reliability(conf: torch.Tensor, correct: torch.Tensor, n_bins: int) -> ReliabilityData:
