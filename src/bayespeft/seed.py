@@ -22,3 +22,21 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+def randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """``N(0, I)`` draws of ``shape`` on ``device``, taken from ``generator`` on the generator's own device.
+
+    A CPU generator (or ``None``: torch's global CPU one) draws on the CPU and the draws are moved, so a seed gives
+    the same numbers whichever device the result lives on; a CUDA generator draws on its device directly (CUDA
+    streams differ from the CPU's). Any other pairing of generator and ``device`` is moved the same way.
+    """
+    where = "cpu" if generator is None else generator.device
+    return torch.randn(*shape, generator=generator, dtype=dtype, device=where).to(device)
+
+
+def multinomial1(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One category per row of probabilities ``p`` ``(B, C)`` -> ``(B,)`` on ``p``'s device, drawn on the generator's
+    device (as :func:`randn`: a CPU generator gives the same labels wherever ``p`` lives)."""
+    where = torch.device("cpu") if generator is None else generator.device
+    return torch.multinomial(p.to(where), 1, generator=generator).squeeze(1).to(p.device)

@@ -3,7 +3,7 @@
 Each test fits the same tiny float64 model twice, on the CPU and moved to the ``accelerator`` fixture (a GPU, or the
 virtual accelerator of ``tests/virtual_device.py``), and compares every public result of the posterior: evidence,
 tuned priors, predictives, samples, save/load, restriction. The reference is the CPU run of the same computation.
-Random draws use a CPU ``torch.Generator`` (the package draws noise on the CPU and moves it), so the draws, and
+Random draws use a CPU ``torch.Generator`` (a CPU generator's noise is drawn on the CPU and moved), so the draws, and
 hence the values, agree on a real GPU too, up to float64 rounding.
 """
 

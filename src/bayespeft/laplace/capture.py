@@ -28,6 +28,7 @@ from torch import nn
 
 from bayespeft.batch import forward_batch
 from bayespeft.evalmode import unfused_attention
+from bayespeft.seed import multinomial1, randn
 
 Likelihood = Literal["classification", "regression"]
 Curvature = Literal["ggn", "fisher"]
@@ -70,11 +71,11 @@ def cotangents(
             sp = p.sqrt()
             R = torch.diag_embed(sp) - p[:, :, None] * sp[:, None, :]  # (B, C, K) with R Rᵀ = diag p − p pᵀ
             return R.permute(2, 0, 1).to(f.dtype).contiguous()
-        y = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(1).to(f.device)
+        y = multinomial1(p, generator)
         return (p - torch.nn.functional.one_hot(y, C).to(p.dtype)).to(f.dtype)[None]
     if curvature == "ggn":
         return (torch.eye(C, dtype=f.dtype, device=f.device) / sigma_noise)[:, None, :].expand(C, B, C).contiguous()
-    eps = torch.randn(f.shape, generator=generator, dtype=torch.float64).to(device=f.device, dtype=f.dtype)
+    eps = randn(*f.shape, generator=generator, dtype=torch.float64, device=f.device).to(f.dtype)
     return (-eps / sigma_noise)[None]
 
 

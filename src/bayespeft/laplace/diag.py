@@ -15,6 +15,7 @@ from torch import nn
 from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure, positive
 from bayespeft.laplace.capture import ForwardFn, per_example_grads
 from bayespeft.laplace.subset import live_parameters
+from bayespeft.seed import randn
 
 
 @STRUCTURES.register("diag")
@@ -51,7 +52,7 @@ class DiagStructure(Structure):
         return f, torch.einsum("bcd,d,bed->bce", J, var, J)
 
     def sample(self, n, delta, scale, generator):
-        z = torch.randn(n, self.d, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
+        z = randn(n, self.d, generator=generator, dtype=self.dtype, device=self.device)
         return z * self._precision(delta, scale).rsqrt()
 
     def precision_matrix(self, delta, scale):

@@ -24,6 +24,7 @@ from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure
 from bayespeft.laplace.capture import ForwardFn, per_example_grads
 from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
 from bayespeft.laplace.subset import live_parameters
+from bayespeft.seed import randn
 
 MAX_FULL_PARAMS = 20_000
 
@@ -107,7 +108,7 @@ class FullStructure(Structure):
         return f, W @ W.transpose(1, 2)
 
     def sample(self, n, delta, scale, generator):
-        z = torch.randn(n, self.d, generator=generator, dtype=self.dtype, device="cpu").to(self.device)
+        z = randn(n, self.d, generator=generator, dtype=self.dtype, device=self.device)
         L = self.cached_cholesky(delta, scale)
         return torch.linalg.solve_triangular(L.T, z.T, upper=True).T
 

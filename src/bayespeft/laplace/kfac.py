@@ -34,6 +34,7 @@ from bayespeft.laplace.base import STRUCTURES, CotangentFn, Structure, positive
 from bayespeft.laplace.capture import ForwardFn, LinearTaps, cotangents, linear_owners
 from bayespeft.laplace.factors import eig_factor
 from bayespeft.laplace.kfac_collect import KfacCollector, KronFactors, collect_kfac
+from bayespeft.seed import randn
 
 __all__ = ["KfacStructure", "KronEig", "KronFactors", "collect_kfac"]
 
@@ -292,10 +293,10 @@ class KronEig:
         return lam.log().sum() + rest * positive(delta.reshape(1), "prior precision").log()[0]
 
     def sample(self, n: int, delta: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """``(n, d_G, d_A)`` draws of ``N(0, P⁻¹)`` (noise drawn on the CPU generator, then moved)."""
+        """``(n, d_G, d_A)`` draws of ``N(0, P⁻¹)`` (noise from ``generator``: see :func:`bayespeft.seed.randn`)."""
         lam = self.precision_eigs(delta, scale)
         QG, QA = self.QG, self.QA
-        z = torch.randn(n, QG.shape[0], QA.shape[0], generator=generator, dtype=QG.dtype, device="cpu").to(QG.device)
+        z = randn(n, QG.shape[0], QA.shape[0], generator=generator, dtype=QG.dtype, device=QG.device)
         zr = QG.T @ z @ QA
         if self.complete:
             return QG @ (zr * lam.rsqrt()) @ QA.T

@@ -232,7 +232,8 @@ class LaplacePosterior:
         ``chunk_size`` examples), mapped to probabilities by ``link`` (probit or ``n_samples`` logit draws).
         ``method="mc"``: ``n_samples`` parameter draws ``θ_s ~ N(θ*, Σ)``, forward each, average softmax.
         Returns probabilities ``(B, C)``; regression returns ``(mean (B, D), variance (B, D))`` with the noise
-        ``σ²`` included in the variance.
+        ``σ²`` included in the variance. ``generator``: a CPU one (default: torch's global) gives the same draws on
+        every device; one on the model's accelerator draws there (:func:`bayespeft.seed.randn`).
         """
         if method not in ("glm", "mc"):
             raise ValueError(f"method must be 'glm' or 'mc', got {method!r}")
@@ -297,7 +298,8 @@ class LaplacePosterior:
 
     # ---- samples ----------------------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None, as_dict: bool = False) -> torch.Tensor | list[dict[str, torch.Tensor]]:
-        """``n`` parameter vectors ``(n, d)`` from ``N(θ*, P⁻¹)`` (θ order = :attr:`param_names`), or ``n`` dicts."""
+        """``n`` parameter vectors ``(n, d)`` from ``N(θ*, P⁻¹)`` (θ order = :attr:`param_names`), or ``n`` dicts.
+        ``generator`` on the CPU or the posterior's device, as in :meth:`predict`."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         dev = self.structure.sample(n, self._prior.expand(len(self.groups)), self._scale(), generator)

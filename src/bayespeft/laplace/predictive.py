@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from bayespeft.laplace.linalg import jittered_cholesky, relative_jitters
+from bayespeft.seed import randn
 
 
 def probit_probs(f: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,7 @@ def mc_link_probs(f: torch.Tensor, cov: torch.Tensor, n_samples: int, generator:
     """Monte-Carlo over logits ``N(f, cov)``: average of ``n_samples`` softmax probabilities ``(B, C)``."""
     L = jittered_cholesky(cov, relative_jitters(cov, first=1e-10, factor=100.0, tries=4),
                           what="logit covariance", fix="it must be positive semi-definite")
-    eps = torch.randn(n_samples, *f.shape, generator=generator, dtype=f.dtype, device="cpu").to(f.device)
+    eps = randn(n_samples, *f.shape, generator=generator, dtype=f.dtype, device=f.device)
     logits = f + torch.einsum("bce,sbe->sbc", L, eps)
     return torch.softmax(logits, dim=-1).mean(0)
 
