@@ -16,25 +16,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from bayespeft.laplace.layerwise import LayerwiseLaplace
 from bayespeft.laplace.layerwise_study import layerwise_study
+from layerwise_nets import loader, mlp
 
 TOL = dict(rtol=1e-9, atol=1e-11)
-
-
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(),
-                         nn.Linear(4, 3)).double()
-
-
-def loader(n: int = 12, seed: int = 0, batch_size: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 4, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 3, (n,), generator=g)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=batch_size)
 
 
 def _pair(device, structure: str, prior):

@@ -17,19 +17,7 @@ from torch import nn
 
 import bayespeft.laplace.layerwise as layerwise_mod
 from bayespeft.laplace.layerwise import LayerwiseLaplace
-
-
-def mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh(),
-                         nn.Linear(4, 3)).double()
-
-
-def loader(n: int = 12, seed: int = 0, batch_size: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 4, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 3, (n,), generator=g)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=batch_size)
+from layerwise_nets import loader, mlp
 
 
 def _per_group(lw: LayerwiseLaplace) -> dict[str, float]:
