@@ -61,9 +61,12 @@ def from_pretrained(auto_cls: Any, cfg: ModelConfig, entry: ModelEntry, head_mod
     any *other* mismatched tensor is an error, because it would be silently re-initialised.
     """
     src = weights_source(cfg, entry)
+    hub = hub_kwargs(cfg)
+    if hub.get("local_files_only"):  # transformers' own look-up of a PEFT adapter_config.json does not get this flag
+        hub["adapter_kwargs"] = {"local_files_only": True}  # otherwise (peft installed): retried HEADs, 23 s unreachable
     try:
         model, info = auto_cls.from_pretrained(
-            src, ignore_mismatched_sizes=True, output_loading_info=True, **hub_kwargs(cfg), **kw
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **hub, **kw
         )
     except Exception as e:  # transformers/safetensors raise many types for missing or corrupt files
         raise load_error(cfg, src, "weights", e, "Give model.path (a local model directory with config.json and "
