@@ -51,7 +51,8 @@ def hub_unreachable(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", Net.endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", Net.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    template = Net.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", Net.endpoint)
     send = httpx2.Client.send
 

@@ -30,7 +30,8 @@ def endpoint() -> str:
 
 
 def probe_timeout() -> float:
-    """``HF_HUB_ETAG_TIMEOUT`` when the user set it (huggingface_hub reads it at import), else :data:`PROBE_TIMEOUT_S`."""
+    """``HF_HUB_ETAG_TIMEOUT`` when the user set it (huggingface_hub reads it at import), else
+    :data:`PROBE_TIMEOUT_S`."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_ETAG_TIMEOUT != constants.DEFAULT_ETAG_TIMEOUT:
