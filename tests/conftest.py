@@ -25,6 +25,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hub_net import hub_reachable, hub_unreachable  # noqa: E402,F401  (fixtures)
 from virtual_device import DEVICE, VirtualAccelerator  # noqa: E402
 
 

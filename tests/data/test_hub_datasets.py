@@ -6,6 +6,8 @@ choices{text,label}, answerKey; splits train/validation/test) -- and ``datasets.
 boundary, is replaced by a fake that records the (path, name) it was asked for and returns that DatasetDict. Both
 sources must give identical examples. Offline with nothing cached, the real ``load_dataset`` runs (against the
 suite's empty ``HF_DATASETS_CACHE``) and the error is one line naming the dataset id, config and expected files.
+With the hub unreachable (its endpoint a closed local port, tests/hub_net.py) the real ``load_dataset`` reads a
+cache written in ``datasets``' own prepared layout, or the error line says the hub cannot be reached.
 """
 
 from __future__ import annotations
@@ -163,10 +165,7 @@ def test_offline_with_nothing_cached_names_id_config_and_expected_files(tmp_path
         assert part in msg, part
 
 
-def test_failed_download_is_one_line_naming_the_dataset(tmp_path, minilm_tokenizer, monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-
+def test_failed_download_is_one_line_naming_the_dataset(tmp_path, minilm_tokenizer, monkeypatch, hub_reachable):
     def unreachable(path, name=None, **kw):  # what datasets raises without network
         raise ConnectionError(f"Couldn't reach '{path}' on the Hub (LocalEntryNotFoundError)")
 
@@ -195,3 +194,47 @@ def test_metrics_json_records_the_source(tmp_path, hub, mrpc_root):
     run = train_model(cfg)
     metrics = json.loads((Path(run.run_dir) / "metrics.json").read_text())
     assert metrics["data"]["source"]["hub_id"] == "nyu-mll/glue" and metrics["data"]["test_tsv"] == "absent"
+
+
+def write_prepared_cache(cache: Path, dataset_name: str, config: str, features: datasets.Features,
+                         splits: dict[str, datasets.Dataset]) -> None:
+    """What ``datasets`` leaves after preparing ``nyu-mll/glue`` (config ``mrpc``) once:
+    ``<cache>/nyu-mll___glue/mrpc/0.0.0/<commit>/{glue-<split>.arrow, dataset_info.json}``."""
+    from datasets.arrow_writer import ArrowWriter
+
+    d = cache / "nyu-mll___glue" / config / "0.0.0" / COMMIT
+    d.mkdir(parents=True)
+    infos = datasets.SplitDict(dataset_name=dataset_name)
+    for split, ds in splits.items():
+        with ArrowWriter(features=features, path=str(d / f"{dataset_name}-{split}.arrow")) as w:
+            w.write_table(ds.data.table)
+            n, nbytes = w.finalize()
+        infos.add(datasets.SplitInfo(name=split, num_examples=n, num_bytes=nbytes, dataset_name=dataset_name))
+    datasets.DatasetInfo(features=features, splits=infos, config_name=config, dataset_name=dataset_name,
+                         version="0.0.0").write_to_directory(str(d))
+
+
+def test_unreachable_hub_reads_the_datasets_cache_or_names_the_cause(tmp_path, mrpc_root, minilm_tokenizer,
+                                                                     hub_unreachable, monkeypatch):
+    """The real ``load_dataset`` with the hub unreachable: not cached -> one line with the cause and the fix; cached
+    -> the same examples as the local TSVs, and only the probe was sent."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    spec = InputSpec(kind="text", tokenizer=minilm_tokenizer, max_length=24)
+    settings = dict(name="mrpc", max_train=40, max_test=10, split_seed=3)
+    with pytest.raises(HubError) as err:
+        build_data(DataConfig(root=str(tmp_path / "empty"), **settings), spec)
+    msg = one_line(err)
+    for part in ("'nyu-mll/glue' (config 'mrpc') cannot be downloaded", "MRPC/{train.tsv,dev.tsv}",
+                 f"the hub {hub_unreachable.endpoint} cannot be reached (ConnectError: ", str(tmp_path / "cache"),
+                 "set HF_HUB_OFFLINE=1 to read only the cache"):
+        assert part in msg, part
+    assert datasets.config.HF_HUB_OFFLINE is False  # datasets' offline mode was for that one call only
+    root, rows = mrpc_root
+    write_prepared_cache(tmp_path / "cache", "glue", "mrpc", MRPC_FEATURES,
+                         {"train": mrpc_split(rows["train"]), "validation": mrpc_split(rows["dev"]),
+                          "test": mrpc_split(rows["dev"][:3], labelled=False)})
+    from_cache = build_data(DataConfig(root=str(tmp_path / "empty"), **settings), spec)
+    assert_same_examples(build_data(DataConfig(root=str(root), **settings), spec), from_cache)
+    assert from_cache.record()["source"]["revision"] == COMMIT
+    assert datasets.config.HF_HUB_OFFLINE is False
+    assert hub_unreachable.requests == [f"HEAD {hub_unreachable.endpoint}"], hub_unreachable.requests

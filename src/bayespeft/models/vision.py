@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import CheckpointError
 from ..inputs import InputSpec
 from .config import ModelConfig
-from .hub import cached_weights_file, offline_reason, unavailable
+from .hub import cached_weights_file, hub_down, offline_reason, unavailable
 from .registry import register_model
 from .targets import attention_targets
 from .task import ImageClassifier
@@ -61,15 +61,16 @@ def _create_timm(arch: str, name: str, cfg: ModelConfig, num_classes: int, pretr
     kwargs = {**extra, **cfg.overrides}
     if cfg.image_size is not None:
         kwargs["img_size"] = cfg.image_size
-    hub_id, reason = None, None
+    hub_id, reason, down = None, None, None
     if pretrained and cfg.path:
         kwargs["pretrained_cfg_overlay"] = _overlay(cfg.path)
     elif pretrained:
         hub_id, reason = timm_hub_id(arch), offline_reason(cfg)
-        if hub_id and reason:  # offline: the cached file, handed to timm as a local file
+        down = hub_down(cfg) if hub_id and not reason else None
+        if hub_id and (reason or down):  # offline or hub unreachable: the cached file, handed to timm as a local file
             first = timm.models.get_pretrained_cfg(arch).hf_hub_filename
             files = tuple(f for f in dict.fromkeys((first, *TIMM_HUB_FILES)) if f)
-            kwargs["pretrained_cfg_overlay"] = _overlay(cached_weights_file(name, hub_id, files, reason))
+            kwargs["pretrained_cfg_overlay"] = _overlay(cached_weights_file(name, hub_id, files, reason, down))
     try:
         return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as e:
@@ -77,7 +78,7 @@ def _create_timm(arch: str, name: str, cfg: ModelConfig, num_classes: int, pretr
     except Exception as e:  # timm and huggingface_hub raise many types for missing, unreachable or corrupt files
         if not pretrained:
             raise
-        if hub_id and not reason and isinstance(e, OSError):  # the download failed
+        if hub_id and not (reason or down) and isinstance(e, OSError):  # the download failed
             raise unavailable(name, hub_id, None, e) from e
         source = cfg.path or f"the Hugging Face cache ({hub_id})"
         raise CheckpointError(
