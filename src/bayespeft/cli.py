@@ -222,7 +222,7 @@ def _quickstart(p):
     p.set_defaults(run=run)
 
 
-@command("doctor", "health check: versions, devices, directories, local data/weights and a short smoke run")
+@command("doctor", "health check: versions, devices, directories, local data/weights, the Hugging Face hub and a short smoke run")
 def _doctor(p):
     p.add_argument("--quick", action="store_true", help="skip the smoke run (micro ViT, Laplace fit, SGLD steps)")
     p.add_argument("--output-root", default="runs", help="output directory to check (default runs, output.root's default)")

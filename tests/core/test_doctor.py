@@ -156,7 +156,7 @@ def test_smoke_run_passes_and_a_broken_stage_is_a_fail_line(tmp_path, monkeypatc
     assert "OK    SGLD (5 steps)" in out  # the other stages still run
 
 
-def test_hub_datasets_and_weights_not_cached_warn_only_when_offline(env, capsys, monkeypatch):
+def test_hub_datasets_and_weights_not_cached_warn_only_when_offline(env, capsys, monkeypatch, hub_reachable):
     """Offline, absent hub datasets and uncached weights make runs that need them fail: WARN with the fix; online
     they are downloaded on first use: OK."""
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -168,6 +168,7 @@ def test_hub_datasets_and_weights_not_cached_warn_only_when_offline(env, capsys,
     assert "-> put the files under the data root, or run once with network without HF_HUB_OFFLINE=1" in data
     assert "phi-2" in weights and "-> run once with network without HF_HUB_OFFLINE=1" in weights
     assert "model.tokenizer for a tokenizer only" in weights
+    assert find(lines, "Hugging Face hub") == "OK    Hugging Face hub: not asked: downloads are off (HF_HUB_OFFLINE=1)"
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")  # datasets may download although the hub is offline
     assert find(doctor_lines(capsys, env)[1], "local data").startswith("OK")
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -176,3 +177,20 @@ def test_hub_datasets_and_weights_not_cached_warn_only_when_offline(env, capsys,
     data, weights = find(lines, "local data"), find(lines, "pretrained weights")
     assert data.startswith("OK") and "loaded from the Hugging Face hub through `datasets` when absent" in data
     assert weights.startswith("OK") and "downloaded on first use when online" in weights
+
+
+def test_hub_line_says_whether_the_hub_answers(env, capsys, hub_unreachable, monkeypatch):
+    """Online, one probe of the endpoint (a closed local port here): unreachable is a WARN naming the endpoint, the
+    cause and the fix; nothing else is sent. A hub that answers is an OK line."""
+    code, lines = doctor_lines(capsys, env)
+    hub = find(lines, "Hugging Face hub")
+    assert code == 0 and hub.startswith("WARN") and f"{hub_unreachable.endpoint} cannot be reached (Connect" in hub
+    assert "cached models and datasets load" in hub and "-> connect this machine to the hub" in hub
+    assert "set HF_HUB_OFFLINE=1" in hub
+    assert hub_unreachable.requests == [f"HEAD {hub_unreachable.endpoint}"]
+    from bayespeft import hub_reach
+
+    monkeypatch.setattr(hub_reach, "unreachable", lambda: None)
+    hub = find(doctor_lines(capsys, env)[1], "Hugging Face hub")
+    assert hub == (f"OK    Hugging Face hub: {hub_unreachable.endpoint} answers (models and datasets not cached are "
+                   "downloaded on first use)")

@@ -14,6 +14,8 @@ do. :func:`run_doctor` prints them and returns the exit status: 1 when any line 
   which registered pretrained weights are in the local hub cache (plus the packaged MiniLM and the quickstart's
   cached upstream checkpoint); hub datasets absent locally and weights not cached are a WARN when downloads are
   off (``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``), since a run that needs them then fails;
+* the Hugging Face hub (online only): one short probe of the endpoint (:mod:`bayespeft.hub_reach`); unreachable is a
+  WARN (cached models and datasets still load);
 * smoke run (not with ``--quick``): micro ViT + LoRA forward/backward on real digits, one KFAC Laplace fit and a
   few SGLD steps, each timed, in memory only.
 """
@@ -272,6 +274,27 @@ def weights_checks() -> Iterator[Check]:
                 "digits configs train it once, about a minute on a CPU)")
 
 
+def hub_check() -> Iterator[Check]:
+    """Whether the Hugging Face hub answers (:func:`bayespeft.hub_reach.unreachable`, one short probe); not asked
+    when downloads are off."""
+    from .. import hub_reach
+    from ..models.hub import env_flag
+
+    flag = env_flag("HF_HUB_OFFLINE")
+    if flag:
+        yield Check("OK", "Hugging Face hub", f"not asked: downloads are off ({flag}=1)")
+        return
+    down = hub_reach.unreachable()
+    if down is None:
+        yield Check("OK", "Hugging Face hub", f"{hub_reach.endpoint()} answers (models and datasets not cached are "
+                    "downloaded on first use)")
+        return
+    yield Check("WARN", "Hugging Face hub", f"{hub_reach.endpoint()} cannot be reached ({down}): cached models and "
+                "datasets load, a run that needs one not cached fails",
+                "connect this machine to the hub (network, proxy, HF_ENDPOINT), or fill the caches from a connected "
+                "machine (same HF_HOME) and set HF_HUB_OFFLINE=1")
+
+
 # ---- smoke run --------------------------------------------------------------------------------------------------
 def smoke_checks() -> Iterator[Check]:
     """Micro ViT + LoRA on 64 real digits: forward/backward, one KFAC Laplace fit, five SGLD steps (timed)."""
@@ -357,6 +380,7 @@ def checks(quick: bool = False, output_root: str | Path = "runs", data_root: str
     yield from directory_checks(Path(output_root))
     yield from dataset_checks(Path(data_root))
     yield from weights_checks()
+    yield from hub_check()
     if not quick:
         yield from smoke_checks()
 
