@@ -24,7 +24,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     return g
 
 
-def randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+def randn(*shape: int, generator: torch.Generator | None, dtype: torch.dtype,
+          device: torch.device | str) -> torch.Tensor:
     """``N(0, I)`` draws of ``shape`` on ``device``, taken from ``generator`` on the generator's own device.
 
     A CPU generator (or ``None``: torch's global CPU one) draws on the CPU and the draws are moved, so a seed gives

@@ -215,7 +215,7 @@ def write_prepared_cache(cache: Path, dataset_name: str, config: str, features: 
 
 
 def test_unreachable_hub_reads_the_datasets_cache_or_names_the_cause(tmp_path, mrpc_root, minilm_tokenizer,
-                                                                     hub_unreachable, monkeypatch):
+                                                                     hub_unreachable, monkeypatch, caplog):
     """The real ``load_dataset`` with the hub unreachable: not cached -> one line with the cause and the fix; cached
     -> the same examples as the local TSVs, and only the probe was sent."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
@@ -233,7 +233,15 @@ def test_unreachable_hub_reads_the_datasets_cache_or_names_the_cause(tmp_path, m
     write_prepared_cache(tmp_path / "cache", "glue", "mrpc", MRPC_FEATURES,
                          {"train": mrpc_split(rows["train"]), "validation": mrpc_split(rows["dev"]),
                           "test": mrpc_split(rows["dev"][:3], labelled=False)})
-    from_cache = build_data(DataConfig(root=str(tmp_path / "empty"), **settings), spec)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bayespeft.data"):
+        from_cache = build_data(DataConfig(root=str(tmp_path / "empty"), **settings), spec)
+    said = {r.getMessage() for r in caplog.records
+            if r.name == "bayespeft.data" and "cannot be reached" in r.getMessage()}
+    assert len(said) == 1, said  # why the cache alone is read (datasets' own line says "offline mode is enabled")
+    line = said.pop()
+    assert line.startswith(f"mrpc: the Hugging Face hub {hub_unreachable.endpoint} cannot be reached (ConnectError: ")
+    assert line.endswith(f"); reading 'nyu-mll/glue' (config 'mrpc') from the datasets cache {tmp_path / 'cache'} only")
     assert_same_examples(build_data(DataConfig(root=str(root), **settings), spec), from_cache)
     assert from_cache.record()["source"]["revision"] == COMMIT
     assert datasets.config.HF_HUB_OFFLINE is False

@@ -67,6 +67,9 @@ def load_hub(name: str, hub: HubDataset, root: str | Path, expected: str) -> tup
 
     log.info("%s: data.root %s holds no local files; loading the Hugging Face dataset %s", name, root, hub)
     down = None if offline_reason() else hub_reach.unreachable()
+    if down is not None:  # datasets' own message then says "(offline mode is enabled)": this line says why
+        log.warning("%s: the Hugging Face hub %s cannot be reached (%s); reading %s from the datasets cache %s only",
+                    name, hub_reach.endpoint(), down, hub, datasets_cache())
     try:
         with cache_only(down is not None):
             dd = datasets.load_dataset(hub.hub_id, hub.config)
