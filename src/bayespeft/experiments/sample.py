@@ -196,7 +196,8 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
                                                  settings={**source, "samples": [store.entries[single]["file"]]},
                                                  columns={**status, "samples_planned": None})
         t0 = time.perf_counter()
-        probs = ensemble_predict(built.model, store, loader, indices=idx)
+        probs = ensemble_predict(built.model, store, loader, indices=idx, show_progress=cfg.train.progress,
+                                 desc=f"{label} ensemble of {len(idx)} samples on {split}")
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": len(idx)}
         out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev,
                                                    settings={**source, "samples": [store.entries[i]["file"] for i in idx]},
