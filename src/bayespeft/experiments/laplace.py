@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import ExperimentConfig, validate
 from ..laplace import LaplaceConfig, fit
+from .checkpoint_arg import checkpoint_dir
 from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
                   recording, split_loaders, start_run)
 
@@ -98,6 +99,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     Writes a new run directory, or ``run_dir`` when given (a sweep's stage directory)."""
     cfg = with_laplace_flags(cfg, cli)
     lc = cfg.laplace
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     check_outputs(cfg)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)

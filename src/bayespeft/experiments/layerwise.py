@@ -47,6 +47,7 @@ from ..errors import RunError
 from ..laplace import LayerwiseConfig, discover_groups, layerwise_study, select_groups
 from ..table import format_table
 from .records import check_output_dir
+from .checkpoint_arg import checkpoint_dir
 from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, model_key, split_fingerprint, split_loaders
 
 RESULTS = "layer_wise_results.json"
@@ -120,6 +121,7 @@ def layerwise_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, 
     (the contents of ``layer_wise_results.json``) with ``"out"``, the output directory."""
     lc = layerwise_settings(cfg, cli)
     cfg = cfg.model_copy(update={"layerwise": lc})
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     fp = fingerprint(cfg, built, lc)

@@ -43,6 +43,7 @@ from ..sgmcmc.predict import ensemble_predict, predict_sample
 from ..sgmcmc.probe import probe_batch
 from ..sgmcmc.runner import run_chains
 from ..sgmcmc.store import INDEX, SampleStore
+from .checkpoint_arg import checkpoint_dir
 from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
                   recording, split_loaders, start_run)
 
@@ -285,6 +286,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
         metrics = dict(trained.metrics)
         ckpt = run_dir / "checkpoint"
     else:
+        checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
         check_outputs(cfg)
         built = build(cfg)
         load_checkpoint_into(built, checkpoint, check_base, cfg.data)
