@@ -28,7 +28,8 @@ CASES = {
     "failed": (dict(metrics={"status": "failed", "error": "TrainingDivergedError: nan loss"}),
                r"is a run that failed \(TrainingDivergedError: nan loss\), so it has no checkpoint; fix that"),
     "interrupted": (dict(metrics={"status": "interrupted"}, checkpoints=True),
-                    r"training run that did not finish \(status 'interrupted'\).*bayespeft train CONFIG --resume .*/interrupted`"),
+                    r"training run that did not finish \(status 'interrupted'\).*"
+                    r"bayespeft train CONFIG --resume .*/interrupted`"),
     "killed": (dict(checkpoints=True),
                r"did not finish \(stopped before metrics.json was written\).*--resume .*/killed`"),
     "sampled": (dict(metrics={"status": "finished", "checkpoint": "runs/map-1"}),

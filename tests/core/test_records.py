@@ -65,6 +65,6 @@ def test_an_unreadable_results_csv_is_a_run_error_before_and_at_append(tmp_path,
     content = (",".join(RESULT_COLUMNS) + "\n").encode() + tail
     bad.write_bytes(content)
     for call in (lambda: check_results_csv(bad), lambda: append_result(bad, {"method": "lora", "result_key": "k"})):
-        with pytest.raises(RunError, match=f"results CSV {bad} is not a readable UTF-8 CSV file .{why}.*output.results_csv"):
+        with pytest.raises(RunError, match=f"results CSV {bad} is not a readable UTF-8 CSV file .{why}.*results_csv"):
             call()
     assert bad.read_bytes() == content

@@ -43,7 +43,7 @@ def test_library_ensemble_prints_a_line_per_sample_only_when_asked(tmp_path, eve
                                               "ensemble predictive 3/3"]
 
 
-def test_sample_command_shows_the_ensemble_evaluation_of_each_split(tmp_path, trained, every_item, capsys):  # noqa: F811
+def test_sample_command_shows_the_ensemble_of_each_split(tmp_path, trained, every_item, capsys):  # noqa: F811
     from bayespeft.experiments.sample import sample_run
 
     cfg = config(tmp_path)

@@ -27,11 +27,11 @@ def _not_a_checkpoint(run: Path) -> str | None:
     metrics = _metrics(run)
     status = (metrics or {}).get("status")
     if status == "failed":
-        return (f"{run} is a run that failed ({metrics.get('error', 'see its metrics.json')}), so it has no checkpoint; "
-                "fix that and train again (`bayespeft train CONFIG`)")
+        error = metrics.get("error", "see its metrics.json")
+        return f"{run} is a run that failed ({error}), so it has no checkpoint; fix that and train again"
     if (metrics or {}).get("checkpoint"):
-        return (f"{run} is a run that used the checkpoint {metrics['checkpoint']} (it writes no checkpoint of its own); "
-                "pass that one")
+        return (f"{run} is a run that used the checkpoint {metrics['checkpoint']} (it writes no checkpoint of its "
+                "own); pass that one")
     if status in ("interrupted", "running") or (metrics is None and (run / "checkpoints").is_dir()):
         state = f"status '{status}'" if status else "stopped before metrics.json was written"
         return (f"{run} is a training run that did not finish ({state}), so it has no final checkpoint yet; finish it "

@@ -69,6 +69,14 @@ FLAG_KEYS = {"structure": "structure", "subset": "subset", "curvature": "curvatu
              "predictive": "predictive", "link": "link"}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | None) -> ExperimentConfig:
     """``cfg`` with the command-line flags (``{"structure": "kfac", "prior": "marglik", ...}``, None = not given) set
     in its ``laplace`` section and validated like the config file itself: a bad value gets the config loader's
@@ -84,6 +92,10 @@ def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | Non
     for flag, value in given.items():
         section[FLAG_KEYS[flag]] = [s for s in value.split(",") if s] if flag == "subset" and "," in value else value
     raw["laplace"] = section
+    if "prior" in given and _is_number(given["prior"]):
+        raise ValueError(f"--prior {given['prior']}: `bayespeft laplace --prior` chooses how the prior is tuned "
+                         "(marglik | gridsearch | none); for a fixed prior precision give --prior none --set "
+                         f"laplace.prior_precision={given['prior']} (`bayespeft layerwise --prior` takes a number)")
     if "link" in given and section.get("predictive") == "mc":
         raise ValueError(f"--link {given['link']} applies to the GLM predictive only (--predictive glm); the weight-space "
                          "MC predictive (--predictive mc) has no link: drop --link, or use --predictive glm")
