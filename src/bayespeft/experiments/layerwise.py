@@ -188,7 +188,7 @@ def run_study(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig, out: Pat
             built.model, loaders, groups=groups, only=[g.name for g in todo], structure=lc.structure,
             predictive=lc.predictive, link=lc.link, n_samples=lc.n_samples, prior=lc.prior,
             greedy=None if greedy_done else lc.greedy, seed=lc.seed, references=not refs_done, skip=done,
-            on_row=on_row, on_map=on_map, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed},
+            on_row=on_row, on_map=on_map, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed}, on_stage=echo,
         )
         on_map(res["map"])
         for label, row in res["reference"].items():
