@@ -362,9 +362,13 @@ def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: st
                                 "`bayespeft sample` printed or created under output.root")
     store_dir = run_dir / "samples"
     if not (store_dir / INDEX).is_file():
+        missing = (f"--resume {run_dir}: no SG-MCMC sample store in it ({store_dir / INDEX} is missing), so no "
+                   "sampling to continue")
+        if (run_dir / "checkpoint" / "bayespeft_meta.json").is_file():  # a finished training run
+            raise FileNotFoundError(f"{missing}; it is a finished training run: sample from it with `bayespeft sample "
+                                    f"CONFIG --checkpoint {run_dir}`")
         raise FileNotFoundError(
-            f"--resume {run_dir}: no SG-MCMC sample store in it ({store_dir / INDEX} is missing), so no sampling to "
-            f"continue. If `bayespeft sample` was stopped while training the MAP, finish that with `bayespeft train "
+            f"{missing}. If `bayespeft sample` was stopped while training the MAP, finish that with `bayespeft train "
             f"CONFIG --resume {run_dir}`, then sample with `bayespeft sample CONFIG --checkpoint {run_dir}`")
     store = SampleStore(store_dir)
     recorded = store.metadata.get("config")
