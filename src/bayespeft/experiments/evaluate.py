@@ -16,8 +16,8 @@ def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool
                  run_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory (or ``run_dir``, a sweep's
     stage directory). ``check_base``: see :func:`~bayespeft.adapters.load_adapter`."""
-    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     check_outputs(cfg)
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     path = start_run(cfg, run_dir)

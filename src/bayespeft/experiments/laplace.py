@@ -111,8 +111,8 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     Writes a new run directory, or ``run_dir`` when given (a sweep's stage directory)."""
     cfg = with_laplace_flags(cfg, cli)
     lc = cfg.laplace
-    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     check_outputs(cfg)
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     run_dir = start_run(cfg, run_dir)

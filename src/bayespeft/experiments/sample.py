@@ -286,8 +286,8 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
         metrics = dict(trained.metrics)
         ckpt = run_dir / "checkpoint"
     else:
-        checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
         check_outputs(cfg)
+        checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
         built = build(cfg)
         load_checkpoint_into(built, checkpoint, check_base, cfg.data)
         run_dir = start_run(cfg, run_dir)
