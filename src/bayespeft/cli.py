@@ -121,7 +121,8 @@ def _laplace(p):
         ("structure", "diag | kfac | lowrank_kfac | full"),
         ("subset", "all | last_layer | comma-separated module-name prefixes"),
         ("curvature", "ggn | fisher"),
-        ("prior", "prior tuning: marglik | gridsearch | none"),
+        ("prior", "prior tuning: marglik | gridsearch | none (a fixed prior precision: none with "
+                  "--set laplace.prior_precision=X)"),
         ("predictive", "glm | mc"),
         ("link", "probit | mc (for the GLM predictive)"),
     ])

@@ -200,3 +200,20 @@ def test_link_with_the_mc_predictive_is_refused():
         with_laplace_flags(cfg, {"predictive": "mc", "link": "probit"})
     assert with_laplace_flags(cfg, {"predictive": "glm", "link": "mc"}).laplace.link == "mc"
     assert with_laplace_flags(cfg, {"predictive": "mc"}).laplace.predictive == "mc"
+
+
+def test_a_number_as_prior_flag_says_how_to_fix_the_prior():
+    """`laplace --prior 2.5` (as `layerwise --prior 2.5` takes) used to get only 'should be marglik, gridsearch or
+    none'; it now names the way to a fixed prior precision."""
+    from pathlib import Path
+
+    import pytest
+
+    from bayespeft.config import load_config
+    from bayespeft.experiments.laplace import with_laplace_flags
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / "digits" / "lora.yaml"))
+    for value in ("2.5", "-1", "1e-3"):
+        with pytest.raises(ValueError, match=rf"--prior {value}: .*--prior none --set laplace.prior_precision={value}"):
+            with_laplace_flags(cfg, {"prior": value})
+    assert with_laplace_flags(cfg, {"prior": "none"}).laplace.prior_method == "none"

@@ -136,3 +136,12 @@ def test_bad_input_is_one_line_naming_what_to_fix(lw_cli, capsys, monkeypatch):
 def test_a_directory_of_other_settings_is_refused(lw_cli, lw_full, capsys):
     err = one_line_error(capsys, lw_cli("full", "--samples", "4"))
     assert "other settings" in err and "layerwise" in err
+
+
+def test_announces_the_reference_rows_and_greedy_steps(lw_cli, capsys):
+    """Between the last group line and the table the command used to print nothing (MC reference rows, greedy)."""
+    capsys.readouterr()
+    assert lw_cli("stages") == 0
+    out = capsys.readouterr().out.splitlines()
+    i = out.index("reference rows: all, last_layer (mc predictive)")
+    assert out[i - 1].startswith("[3/3] ") and out[i + 1] == "greedy step 1/1: 3 candidate set(s) scored on val"

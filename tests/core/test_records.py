@@ -52,3 +52,19 @@ def test_registry_lists_names_and_rejects_duplicates():
         reg.get("alpah")
     with pytest.raises(ValueError, match="already registered"):
         reg.register("alpha", 3)
+
+
+@pytest.mark.parametrize("tail, why", [(b"x\xff,1\n", "not UTF-8 at byte"),
+                                       (b'"lora,0.5\n', "CSV error: unexpected end of data")])
+def test_an_unreadable_results_csv_is_a_run_error_before_and_at_append(tmp_path, tail, why):
+    """A results CSV with the right header but bytes that are not UTF-8, or an unterminated quote (rows appended
+    after it would be swallowed into the quoted field), is refused naming the file and the fix; nothing is written."""
+    from bayespeft.experiments.records import check_results_csv
+
+    bad = tmp_path / "results.csv"
+    content = (",".join(RESULT_COLUMNS) + "\n").encode() + tail
+    bad.write_bytes(content)
+    for call in (lambda: check_results_csv(bad), lambda: append_result(bad, {"method": "lora", "result_key": "k"})):
+        with pytest.raises(RunError, match=f"results CSV {bad} is not a readable UTF-8 CSV file .{why}.*results_csv"):
+            call()
+    assert bad.read_bytes() == content

@@ -166,3 +166,20 @@ def test_bad_protocol_arguments_name_what_is_wrong():
         layerwise_study(model, {"train": tr, "val": te}, only=["blocks.5"], progress=False)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         layerwise_study(model, {"train": tr, "val": te}, n_samples=-1, progress=False)
+
+
+@pytest.mark.parametrize("predictive", ["mc", "glm"])
+def test_stages_without_rows_are_announced(predictive):
+    """`on_stage` hears of each stage that reports no row (MC reference rows, each greedy step) before it runs:
+    `bayespeft layerwise` printed nothing there for tens of seconds. GLM computes the references with the groups."""
+    model = lwt.lora_model()
+    loaders = {"train": lwt.data(model, n=16, seed=1), "val": lwt.data(model, n=16, seed=2),
+               "test": lwt.data(model, n=16, seed=3)}
+    said: list[str] = []
+    res = layerwise_study(model, loaders, predictive=predictive, n_samples=2, greedy=2, progress=False,
+                          fit_kwargs={"prior_precision": 1.0}, on_stage=said.append)
+    n = len(res["config"]["all_groups"])
+    refs = ["reference rows: all, last_layer (mc predictive)"] if predictive == "mc" else []
+    assert said == refs + [f"greedy step 1/2: {n} candidate set(s) scored on val",
+                           f"greedy step 2/2: {n - 1} candidate set(s) scored on val"]
+    assert [s["n_groups"] for s in res["greedy"]] == [1, 2]

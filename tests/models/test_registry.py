@@ -89,6 +89,17 @@ def test_pretrained_default_depends_on_published_weights():
         build_model(ModelConfig(name="resnet18_cifar", pretrained=True), 10)
 
 
+@pytest.mark.parametrize("name", ["micro_vit", "resnet18_cifar", "vit_tiny_patch16_224"])
+def test_a_weights_path_with_pretrained_false_is_refused_not_ignored(name):
+    """For backbones whose model.path holds only weights, `pretrained: false` + `path` used to build random weights
+    and ignore the path silently (a nonexistent path too)."""
+    with pytest.raises(ValueError, match=rf"model.path \(/no/w.safetensors\) is given but model.pretrained is false, "
+                                         rf"so {name} would be built with random weights.*remove model.path"):
+        resolve_pretrained(ModelConfig(name=name, pretrained=False, path="/no/w.safetensors"))
+    # a Hugging Face directory also gives the architecture (and tokenizer): path + random weights is meaningful there
+    assert resolve_pretrained(ModelConfig(name="hf_text", pretrained=False, path="/some/dir")) is False
+
+
 @pytest.mark.parametrize("k", [1, 0, 2.5, True])
 def test_bad_num_classes(k):
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):

@@ -141,7 +141,14 @@ def test_resume_refuses_other_config_and_non_runs(tmp_path, monkeypatch, capsys,
     assert main(["sample", cfg_path, "--resume", str(cut), "--checkpoint", str(tmp_path)]) == 2
     assert "was warm-started from" in capsys.readouterr().err
 
-    for bad, msg in ((tmp_path / "nope", "no such run directory"), (trained, "no SG-MCMC sample store in it")):
+    halfway = tmp_path / "halfway"  # `bayespeft sample` stopped while training the MAP: no checkpoint/ yet
+    (halfway / "checkpoints").mkdir(parents=True)
+    for bad, msg in ((tmp_path / "nope", "no such run directory"),
+                     (trained, f"no SG-MCMC sample store in it ({trained}/samples/index.json is missing), so no "
+                               f"sampling to continue; it is a finished training run: sample from it with `bayespeft "
+                               f"sample CONFIG --checkpoint {trained}`"),
+                     (halfway, f"If `bayespeft sample` was stopped while training the MAP, finish that with "
+                               f"`bayespeft train CONFIG --resume {halfway}`")):
         assert main(["sample", cfg_path, "--resume", str(bad)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err

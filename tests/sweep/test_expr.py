@@ -23,6 +23,10 @@ CFG = {"adapter.r": 4, "train.lr": 0.001, "data.batch_size": 32, "train.determin
         ("int(data.batch_size / 5) + round(2.6) + abs(-1.5)", int(32 / 5) + round(2.6) + abs(-1.5)),
         ("10 - 4 - 3", 10 - 4 - 3),
         (".5 * 4", 0.5 * 4),
+        ("2 ** 1024", 2**1024),  # the largest integer power allowed (the float range)
+        ("(0 - 2) ** 1023", (-2) ** 1023),
+        ("1 ** 100000000", 1),
+        ("2 ** -100000000", 2.0**-100000000),
     ],
 )
 def test_matches_python_arithmetic(text, expected):
@@ -65,6 +69,9 @@ def test_syntax_errors(text, message):
         ("${train.deterministic + 1}", "train.deterministic is True, not a number"),
         ("${adapter.r / (adapter.r - 4)}", "division by zero"),
         ("${(0 - 1) ** 0.5}", "not a finite real number"),
+        ("${9 ** 9 ** 9 ** 9}", "overflows"),  # exact integers: refused before computing (was a hang)
+        ("${2 ** 1025}", "overflows"),
+        ("${(0 - 3) ** 700}", "overflows"),
     ],
 )
 def test_evaluation_errors(text, message):

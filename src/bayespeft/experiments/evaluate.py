@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
+from .checkpoint_arg import checkpoint_dir
 from .run import build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, recording, start_run
 
 
@@ -16,6 +17,7 @@ def evaluate_run(cfg: ExperimentConfig, checkpoint: str | Path, check_base: bool
     """Evaluate a saved checkpoint (MAP) on the test split(s); writes a new run directory (or ``run_dir``, a sweep's
     stage directory). ``check_base``: see :func:`~bayespeft.adapters.load_adapter`."""
     check_outputs(cfg)
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     path = start_run(cfg, run_dir)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import ExperimentConfig, validate
 from ..laplace import LaplaceConfig, fit
+from .checkpoint_arg import checkpoint_dir
 from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
                   recording, split_loaders, start_run)
 
@@ -68,6 +69,14 @@ FLAG_KEYS = {"structure": "structure", "subset": "subset", "curvature": "curvatu
              "predictive": "predictive", "link": "link"}
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | None) -> ExperimentConfig:
     """``cfg`` with the command-line flags (``{"structure": "kfac", "prior": "marglik", ...}``, None = not given) set
     in its ``laplace`` section and validated like the config file itself: a bad value gets the config loader's
@@ -83,6 +92,10 @@ def with_laplace_flags(cfg: ExperimentConfig, flags: dict[str, str | None] | Non
     for flag, value in given.items():
         section[FLAG_KEYS[flag]] = [s for s in value.split(",") if s] if flag == "subset" and "," in value else value
     raw["laplace"] = section
+    if "prior" in given and _is_number(given["prior"]):
+        raise ValueError(f"--prior {given['prior']}: `bayespeft laplace --prior` chooses how the prior is tuned "
+                         "(marglik | gridsearch | none); for a fixed prior precision give --prior none --set "
+                         f"laplace.prior_precision={given['prior']} (`bayespeft layerwise --prior` takes a number)")
     if "link" in given and section.get("predictive") == "mc":
         raise ValueError(f"--link {given['link']} applies to the GLM predictive only (--predictive glm); the weight-space "
                          "MC predictive (--predictive mc) has no link: drop --link, or use --predictive glm")
@@ -99,6 +112,7 @@ def laplace_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, An
     cfg = with_laplace_flags(cfg, cli)
     lc = cfg.laplace
     check_outputs(cfg)
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     run_dir = start_run(cfg, run_dir)

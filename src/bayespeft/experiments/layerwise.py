@@ -47,6 +47,7 @@ from ..errors import RunError
 from ..laplace import LayerwiseConfig, discover_groups, layerwise_study, select_groups
 from ..table import format_table
 from .records import check_output_dir
+from .checkpoint_arg import checkpoint_dir
 from .run import DATA_KEY_IGNORES, SPLITS, Built, build, load_checkpoint_into, model_key, split_fingerprint, split_loaders
 
 RESULTS = "layer_wise_results.json"
@@ -120,6 +121,7 @@ def layerwise_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, 
     (the contents of ``layer_wise_results.json``) with ``"out"``, the output directory."""
     lc = layerwise_settings(cfg, cli)
     cfg = cfg.model_copy(update={"layerwise": lc})
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     fp = fingerprint(cfg, built, lc)
@@ -186,7 +188,7 @@ def run_study(cfg: ExperimentConfig, built: Built, lc: LayerwiseConfig, out: Pat
             built.model, loaders, groups=groups, only=[g.name for g in todo], structure=lc.structure,
             predictive=lc.predictive, link=lc.link, n_samples=lc.n_samples, prior=lc.prior,
             greedy=None if greedy_done else lc.greedy, seed=lc.seed, references=not refs_done, skip=done,
-            on_row=on_row, on_map=on_map, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed},
+            on_row=on_row, on_map=on_map, fit_kwargs={"curvature": lc.curvature, "seed": lc.seed}, on_stage=echo,
         )
         on_map(res["map"])
         for label, row in res["reference"].items():

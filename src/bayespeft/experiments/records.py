@@ -110,7 +110,8 @@ def check_results_csv(csv_path: str | os.PathLike) -> None:
         try:
             with open(path, "a"):
                 pass
-            _header(path)
+            if _header(path) is not None:
+                _recorded(path)  # the whole file parses (it is read again under the lock when rows are appended)
         except OSError as e:
             why = f"{type(e).__name__}: {e.strerror or e}"
     if why:
@@ -121,7 +122,7 @@ def _header(path: Path) -> list[str] | None:
     """The CSV's header (None when the file is absent or empty); :class:`RunError` for an unknown header."""
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
+    with _readable(path), open(path, newline="") as f:
         first = f.readline().strip()
     if not first:
         return None
@@ -130,6 +131,24 @@ def _header(path: Path) -> list[str] | None:
         raise RunError(f"results CSV {path} has another header ({first[:80]!r}...), not a bayespeft results file; "
                        "set another with --set output.results_csv=PATH")
     return cols
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn a results CSV that is not UTF-8 text or not CSV (a binary file, a broken quote) into a :class:`RunError`
+    naming the file and the fix."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as e:
+        why = f"not UTF-8 at byte {e.start}" if isinstance(e, UnicodeDecodeError) else f"CSV error: {e}"
+        raise RunError(f"results CSV {path} is not a readable UTF-8 CSV file ({why}); move it away (or repair it) or "
+                       "set another with --set output.results_csv=PATH") from None
+
+
+def _recorded(path: Path) -> dict[str, dict]:
+    """The rows of the CSV with a ``result_key``, by that key."""
+    with _readable(path), open(path, newline="") as f:
+        return {r["result_key"]: r for r in csv.DictReader(f, strict=True) if r.get("result_key")}
 
 
 # ---- appending rows -----------------------------------------------------------------------------------------------
@@ -190,8 +209,7 @@ def append_results(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) 
             _migrate(path)
         existing: dict[str, dict] = {}
         if header is not None:
-            with open(path, newline="") as f:
-                existing = {r["result_key"]: r for r in csv.DictReader(f) if r.get("result_key")}
+            existing = _recorded(path)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for row in rows:
             key = row.get("result_key")

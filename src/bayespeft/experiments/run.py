@@ -39,6 +39,7 @@ from ..seed import seed_everything
 from ..train import predict_probs
 from ..train.loop import resolve_device
 from ..errors import CheckpointError, CheckpointMismatchError, RunError
+from .checkpoint_arg import checkpoint_dir
 from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
 SPLITS = ("test", "test_shift")
@@ -326,9 +327,7 @@ def load_checkpoint_into(built: Built, checkpoint: str | Path, check_base: bool 
     """Load a saved adapter/checkpoint directory into a freshly built model (clear error on mismatch; with
     ``check_base=False`` base weights other than those the adapter was trained on are accepted). ``data``: the
     run's data config, checked against the split the checkpoint was trained on (:func:`check_same_split`)."""
-    ckpt = Path(checkpoint)
-    if ckpt.is_dir() and (ckpt / "checkpoint").is_dir():  # a run directory
-        ckpt = ckpt / "checkpoint"
+    ckpt = checkpoint_dir(checkpoint)
     if data is not None:
         check_same_split(ckpt, data)
     try:

@@ -43,6 +43,7 @@ from ..sgmcmc.predict import ensemble_predict, predict_sample
 from ..sgmcmc.probe import probe_batch
 from ..sgmcmc.runner import run_chains
 from ..sgmcmc.store import INDEX, SampleStore
+from .checkpoint_arg import checkpoint_dir
 from .run import (Built, build, check_outputs, evaluate_map, finish_run, load_checkpoint_into, record_predictive,
                   recording, split_loaders, start_run)
 
@@ -196,7 +197,8 @@ def evaluate_store(cfg: ExperimentConfig, built: Built, run_dir: Path, store: Sa
                                                  settings={**source, "samples": [store.entries[single]["file"]]},
                                                  columns={**status, "samples_planned": None})
         t0 = time.perf_counter()
-        probs = ensemble_predict(built.model, store, loader, indices=idx)
+        probs = ensemble_predict(built.model, store, loader, indices=idx, show_progress=cfg.train.progress,
+                                 desc=f"{label} ensemble of {len(idx)} samples on {split}")
         ev = {**(extra or {}), "eval_time_s": time.perf_counter() - t0, "n_samples": len(idx)}
         out["ensemble"][split] = record_predictive(cfg, built, run_dir, f"{label}-ensemble", split, probs, labels, ev,
                                                    settings={**source, "samples": [store.entries[i]["file"] for i in idx]},
@@ -285,6 +287,7 @@ def sample_run(cfg: ExperimentConfig, checkpoint: str | Path | None = None, chec
         ckpt = run_dir / "checkpoint"
     else:
         check_outputs(cfg)
+        checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
         built = build(cfg)
         load_checkpoint_into(built, checkpoint, check_base, cfg.data)
         run_dir = start_run(cfg, run_dir)
@@ -359,9 +362,13 @@ def resume_sample_run(cfg: ExperimentConfig, run_dir: str | Path, checkpoint: st
                                 "`bayespeft sample` printed or created under output.root")
     store_dir = run_dir / "samples"
     if not (store_dir / INDEX).is_file():
+        missing = (f"--resume {run_dir}: no SG-MCMC sample store in it ({store_dir / INDEX} is missing), so no "
+                   "sampling to continue")
+        if (run_dir / "checkpoint" / "bayespeft_meta.json").is_file():  # a finished training run
+            raise FileNotFoundError(f"{missing}; it is a finished training run: sample from it with `bayespeft sample "
+                                    f"CONFIG --checkpoint {run_dir}`")
         raise FileNotFoundError(
-            f"--resume {run_dir}: no SG-MCMC sample store in it ({store_dir / INDEX} is missing), so no sampling to "
-            f"continue. If `bayespeft sample` was stopped while training the MAP, finish that with `bayespeft train "
+            f"{missing}. If `bayespeft sample` was stopped while training the MAP, finish that with `bayespeft train "
             f"CONFIG --resume {run_dir}`, then sample with `bayespeft sample CONFIG --checkpoint {run_dir}`")
     store = SampleStore(store_dir)
     recorded = store.metadata.get("config")

@@ -84,11 +84,14 @@ class LayerwiseStudy:
                 row["splits"][split] = _compare(res.map_probs, probs, res.labels, keep_examples)
         return maps, rows
 
-    def greedy(self, k: int, select_split: str) -> list[dict[str, Any]]:
+    def greedy(self, k: int, select_split: str,
+               on_stage: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
         """Forward selection by ECE on ``select_split``; each step's metrics on every evaluation split."""
         remaining, chosen, steps = list(self.lw.names), [], []
         for step in range(1, k + 1):
             candidates = [chosen + [g] for g in remaining]
+            if on_stage is not None:
+                on_stage(f"greedy step {step}/{k}: {len(candidates)} candidate set(s) scored on {select_split}")
             res = self.predict(select_split, candidates)
             eces = [calibration_error(p, res.labels, n_bins=N_BINS) for p in res.probs]
             best = int(np.argmin(eces))  # ties: the first in depth order
@@ -125,6 +128,7 @@ def layerwise_study(
     on_map: Callable[[dict[str, Any]], None] | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
     progress: bool | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the layer-wise protocol (module docstring) and return plain dicts.
 
@@ -141,6 +145,8 @@ def layerwise_study(
         on_row: called with each group row as soon as it is computed (for incremental, atomic saving).
         on_map: called with the MAP block ``{split: {metrics, per_example}}`` whenever it is (re)computed, before
             the rows of that call reach ``on_row`` (e.g. to store the MAP arrays a row's interval is paired with).
+        on_stage: called with a one-line description before each stage that reports no row (the reference rows
+            of the MC predictive, each greedy step), so a command can say what it is doing between rows.
 
     Returns ``{"config": {...}, "map": {split: {metrics, per_example}}, "groups": [row, ...],
     "reference": {"all": row, "last_layer": row}, "greedy": [step, ...]}`` where a row is ``{name, depth, kind,
@@ -187,6 +193,8 @@ def layerwise_study(
     else:
         calls = [(todo, list(ref_sets))] if todo or ref_sets else []
     for batch, labels in calls:
+        if on_stage is not None and not batch:
+            on_stage(f"reference rows: {', '.join(labels)} ({predictive} predictive)")
         maps, rows = study.rows([[g.name] for g in batch] + [ref_sets[lab] for lab in labels])
         result["map"] = maps
         if on_map is not None:
@@ -201,5 +209,5 @@ def layerwise_study(
     if "map" not in result:
         result["map"], _ = study.rows([lw.names[:1]], keep_examples=False)
     if greedy is not None:
-        result["greedy"] = study.greedy(greedy, select_split)
+        result["greedy"] = study.greedy(greedy, select_split, on_stage)
     return result

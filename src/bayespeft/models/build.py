@@ -24,6 +24,11 @@ def resolve_source(cfg: ModelConfig) -> ModelConfig:
     return cfg.model_copy(update={"pretrained": True, "path": str(path)})
 
 
+#: families whose ``model.path`` holds only weights (Hugging Face directories also give the config and tokenizer,
+#: so a path with ``pretrained: false`` is meaningful there: the architecture without the weights)
+WEIGHTS_ONLY_PATH = ("timm", "micro_vit", "cifar")
+
+
 def resolve_pretrained(cfg: ModelConfig) -> bool:
     """``cfg.pretrained``, with ``None`` meaning "pretrained if the backbone has published weights or a path" (and a
     named weights source meaning pretrained)."""
@@ -32,6 +37,11 @@ def resolve_pretrained(cfg: ModelConfig) -> bool:
     entry = MODELS.get(cfg.name)
     if cfg.pretrained is None:
         return entry.has_pretrained or cfg.path is not None
+    if cfg.pretrained is False and cfg.path is not None and entry.family in WEIGHTS_ONLY_PATH:
+        raise ValueError(
+            f"model.path ({cfg.path}) is given but model.pretrained is false, so {cfg.name} would be built with random "
+            "weights and the path ignored: set model.pretrained: true (or null) to load it, or remove model.path"
+        )
     if cfg.pretrained and not entry.has_pretrained and cfg.path is None:
         raise ValueError(
             f"{cfg.name} has no published pretrained weights: set model.pretrained: false (random init) or give "

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..batch import forward_batch, to_device
 from ..evalmode import eval_mode
+from ..progress import progress
 from .model import load_params, trainable_params
 from .store import SampleStore
 
@@ -35,16 +36,26 @@ def predict_sample(model: nn.Module, sample: Mapping[str, Tensor], loader: Itera
 
 
 def ensemble_predict(model: nn.Module, store: SampleStore | Iterable[Mapping[str, Tensor]], loader: Iterable,
-                     indices: list[int] | None = None) -> Tensor:
-    """Average of the per-sample class probabilities over ``store`` (or the given ``indices`` of it)."""
+                     indices: list[int] | None = None, *, show_progress: bool | None = False,
+                     desc: str = "ensemble predictive") -> Tensor:
+    """Average of the per-sample class probabilities over ``store`` (or the given ``indices`` of it).
+
+    ``show_progress``: one pass over ``loader`` per sample can be the longest stage of a sampling run (hundreds of
+    samples x the test set); ``None`` / ``True`` show it like every long loop (:func:`bayespeft.progress.progress`:
+    a bar on a terminal, a line every 10 s elsewhere, ``BAYESPEFT_PROGRESS``), ``False`` (default) prints nothing.
+    """
     device = next(model.parameters()).device
     live = trainable_params(model)
     saved = {n: p.detach().clone() for n, p in live.items()}
+    total = None
     if isinstance(store, SampleStore):
         idx = range(len(store)) if indices is None else indices
         samples: Iterable = (store.load(i) for i in idx)
+        total = len(idx)
     else:
         samples = store
+    if show_progress is not False:
+        samples = progress(samples, desc=desc, total=total, enabled=show_progress)
     total, count = None, 0
     with eval_mode(model):
         try:

@@ -69,7 +69,10 @@ class TrainConfig(Section):
         "clean state; the micro-batch it settles on is recorded as train.micro_batch_size in metrics.json. An error "
         "with a micro-batch of 1 ends the run. Off: the error ends the run.",
     )
-    progress: bool | None = Field(None, description="Progress bars: True/False, or None = only on a terminal.")
+    progress: bool | None = Field(None, description=(
+        "Progress of long loops (training epochs, Laplace fit, prior tuning, SG-MCMC chains, ensemble predictive): "
+        "False = none; True or None = a bar on a terminal, plain lines on stderr elsewhere (one per epoch, one every "
+        "10 s inside long stages); None also follows the environment variable BAYESPEFT_PROGRESS (0, 1, bar, lines)."))
 
     @field_validator("lr")
     @classmethod

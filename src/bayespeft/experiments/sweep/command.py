@@ -25,6 +25,7 @@ from ... import io
 from ...table import format_table
 from .executor import ExecOptions, LocalExecutor, SweepProgress, export_results
 from .expand import Plan, expand
+from .keys import short_names
 from .spec import SweepError, SweepSpec, load_sweep
 from .store import STORE_NAME, StoreError, SweepStore, check_store_file
 
@@ -112,12 +113,6 @@ def check_out_dir(directory: Path) -> None:
                 raise SweepError(f"--out {directory}: {p} {what} a file, not a directory; choose another --out "
                                  "(or move the file away)")
             return
-
-
-def short_names(keys: list[str]) -> dict[str, str]:
-    """Column headers: the last part of each dotted key, the whole key where two would read the same."""
-    last = [k.split(".")[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
 def plan_rows(plan: Plan, status: dict[str, str]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ... import io
 from ..records import RESULT_COLUMNS
+from .keys import short_names
 from .runner import RunTask, execute_run
 from .store import Owner, RunRecord, SweepStore
 
@@ -123,7 +124,8 @@ class SweepProgress:
 
     def finished(self, rec: RunRecord, outcome: dict[str, Any]) -> None:
         counts = self.store.counts()
-        what = " ".join(f"{k.split('.')[-1]}={v}" for k, v in rec.differs.items())
+        names = short_names(list(rec.differs))
+        what = " ".join(f"{names[k]}={v}" for k, v in rec.differs.items())
         secs = (outcome.get("timings") or {}).get("total", 0.0)
         line = f"run {rec.id} ({what}) {outcome['status']} in {secs:.1f} s"
         if outcome["status"] == "failed":

@@ -17,7 +17,7 @@ evaluated over numbers only:
 ``KEY`` is looked up in the run's config after its axis values and literal case values are applied (a key the
 config leaves at its default has the default's value). Only numbers (int, float; not booleans) can be combined;
 ``/`` is true division, ``//`` floor division; integer arithmetic stays integer (``2 * adapter.r`` with r = 4 is
-``8``). Errors (:class:`ExpressionError`) name the expression and what was wrong: a syntax error and its
+``8``), up to 2**1024 like floats (a larger power is an overflow). Errors (:class:`ExpressionError`) name the expression and what was wrong: a syntax error and its
 position, an unknown function, a key that is not a number, a division by zero.
 """
 
@@ -180,9 +180,20 @@ def _number(value: Any, what: str, text: str) -> int | float:
     return value
 
 
+#: Integer powers beyond this many bits overflow like floats do (2**1024): Python's exact integers would otherwise
+#: compute ``9 ** 9 ** 9`` (hundreds of MB, minutes) before any config check could refuse the value.
+MAX_INT_BITS = 1024
+
+
+def _power(a: int | float, b: int | float) -> int | float:
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1 and b * math.log2(abs(a)) > MAX_INT_BITS:
+        raise OverflowError(f"{a} ** {b} has more than {MAX_INT_BITS} bits")
+    return a**b
+
+
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
-    "//": lambda a, b: a // b, "%": lambda a, b: a % b, "**": lambda a, b: a**b,
+    "//": lambda a, b: a // b, "%": lambda a, b: a % b, "**": _power,
 }
 
 

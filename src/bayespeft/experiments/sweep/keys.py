@@ -4,7 +4,8 @@
   (descending into sections, and anywhere below a free-form dict field such as ``model.overrides``), and if not,
   the closest valid key;
 * :func:`get_key` / :func:`set_key` / :func:`del_key` read and write raw (YAML) config dicts;
-* :func:`default_of` is the schema default of a key the raw config leaves unset.
+* :func:`default_of` is the schema default of a key the raw config leaves unset;
+* :func:`short_names` shortens keys for tables and progress lines without making two read the same.
 """
 
 from __future__ import annotations
@@ -132,3 +133,10 @@ def _as_number(v: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Column headers and run labels: the last part of each dotted key, the whole key where two would read the same
+    (``model.name`` and ``data.name`` stay whole; ``adapter.r`` is ``r``)."""
+    last = [k.split(".")[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
