@@ -135,7 +135,7 @@ def test_loaders_batch_and_seeded_order():
 
 
 def test_text_model_on_image_data_is_rejected():
-    with pytest.raises(ValueError, match="image data but the model expects text"):
+    with pytest.raises(ValueError, match="image data but the model expects text inputs; pick an image model or a text dataset"):
         build_data(DataConfig(name="digits"), InputSpec(kind="text"))
     with pytest.raises(ValueError, match="mean/std must both have 1 or in_chans=3"):
         build_data(DataConfig(name="digits"), InputSpec(kind="image", image_size=8, in_chans=3, mean=(0.1, 0.2), std=(1.0, 1.0)))

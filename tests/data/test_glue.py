@@ -85,7 +85,7 @@ def test_shift_and_image_spec_are_rejected_for_text(mrpc_root, spec):
     root, _ = mrpc_root
     with pytest.raises(ValueError, match="only defined for image datasets"):
         build_data(DataConfig(name="mrpc", root=str(root), shift="noise"), spec)
-    with pytest.raises(ValueError, match="text data but the model expects image"):
+    with pytest.raises(ValueError, match="text data but the model expects image inputs; pick a text model or an image dataset"):
         build_data(DataConfig(name="mrpc", root=str(root)), InputSpec(kind="image", image_size=8, in_chans=1))
     with pytest.raises(ValueError, match="need InputSpec.tokenizer"):
         build_data(DataConfig(name="mrpc", root=str(root)), InputSpec(kind="text"))

@@ -170,5 +170,10 @@ def check_modality(name: str, info: DatasetInfo, spec: InputSpec) -> None:
     if spec.kind != info.modality:
         raise ValueError(
             f"dataset {name!r} is {info.modality} data but the model expects {spec.kind} inputs; "
-            f"pick a {info.modality} model or a {spec.kind} dataset"
+            f"pick {_article(info.modality)} model or {_article(spec.kind)} dataset"
         )
+
+
+def _article(word: str) -> str:
+    """``"an image"``, ``"a text"``."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
