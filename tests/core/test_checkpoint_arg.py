@@ -77,3 +77,24 @@ def test_commands_refuse_before_building_anything(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "is a run that failed" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_layerwise_refuses_an_unwritable_out_before_building_anything(tmp_path, monkeypatch, capsys):
+    def no_build(*a, **kw):
+        raise AssertionError("the model and data were built before --out was checked")
+
+    monkeypatch.setattr("bayespeft.experiments.layerwise.build", no_build)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ndata: {name: digits}\nmodel: {name: micro_vit, pretrained: false}\n"
+                   "adapter: {method: lora}\n")
+    run = write_run(tmp_path / "done", metrics={"status": "finished"})
+    (run / "checkpoint").mkdir()
+    meta = {"method": "lora", "backbone": "micro_vit", "num_classes": 10, "adapter": {}, "weights": "w.safetensors"}
+    (run / "checkpoint" / "bayespeft_meta.json").write_text(json.dumps(meta))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for extra in (["--out", str(blocker / "lw")], ["--set", f"output.root={blocker}"]):
+        assert main(["layerwise", str(cfg), "--checkpoint", str(run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: output directory {blocker}") and err.count("\n") == 1, err
+        assert "choose another with --out DIR" in err

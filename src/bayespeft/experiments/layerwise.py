@@ -121,12 +121,14 @@ def layerwise_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, 
     (the contents of ``layer_wise_results.json``) with ``"out"``, the output directory."""
     lc = layerwise_settings(cfg, cli)
     cfg = cfg.model_copy(update={"layerwise": lc})
-    checkpoint_dir(checkpoint)  # a wrong --checkpoint fails before the model and data are built
+    checkpoint_dir(checkpoint)  # a wrong --checkpoint or output location fails before the model and data are built
+    fix = "choose another with --out DIR (or fix its permissions)"
+    check_output_dir(out if out is not None else cfg.output.root, "output directory", fix)
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     fp = fingerprint(cfg, built, lc)
     out = Path(out) if out is not None else default_out(cfg, fp)
-    check_output_dir(out, "output directory", "choose another with --out DIR (or fix its permissions)")
+    check_output_dir(out, "output directory", fix)
     return run_study(cfg, built, lc, out, fp, checkpoint=str(checkpoint), echo=echo)
 
 
