@@ -168,3 +168,18 @@ def test_missing_base_names_the_file_whose_base_points_there(tmp_path, capsys):
     write(tmp_path, "base: [child.yaml]\n", "grandchild.yaml")  # the error names the file one level down
     with pytest.raises(ConfigError, match=rf"^{child}: base: nothere\.yaml names"):
         read_yaml(tmp_path / "grandchild.yaml")
+
+
+def test_empty_file_and_empty_sections_say_so(tmp_path):
+    with pytest.raises(ConfigError, match=r"empty.yaml is empty; a config needs at least the data, model and adapter "
+                                          r"sections \(start from one under configs/"):
+        load_config(write(tmp_path, "", "empty.yaml"))
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, BASE.replace("train: {epochs: 1, lr: 0.01}", "train:")))
+    assert str(err.value).splitlines()[1:] == [
+        "  - train: the section is empty; give its keys (`bayespeft config train` lists them) or delete the line"]
+    with pytest.raises(ConfigError) as err:  # a required section cannot be deleted
+        load_config(write(tmp_path, BASE.replace("data: {name: digits, max_train: 64}", "data:")))
+    assert "  - data: the section is empty; give its keys (`bayespeft config data` lists them)" in str(err.value)
+    assert "delete the line" not in str(err.value)
+    assert load_config(write(tmp_path, ""), ["data.name=digits", "model.name=micro_vit", "adapter.method=lora"])

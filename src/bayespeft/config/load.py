@@ -152,6 +152,12 @@ def _got(msg: str, value: Any) -> str:
     return f" (got {value!r})"
 
 
+def empty_section(e: dict[str, Any], loc: tuple) -> bool:
+    """Is error ``e`` a top-level section written with nothing under it (YAML ``train:`` is ``None``)?"""
+    return (len(loc) == 1 and loc[0] in ExperimentConfig.model_fields and e.get("input") is None
+            and e["type"] in ("model_type", "dict_type"))
+
+
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
     lines = [f"invalid {source}:"]
     for e in err.errors():
@@ -169,6 +175,10 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
             lines.append(msg)
         elif e["type"] == "missing":
             lines.append(f"  - missing required key '{dotted}'")
+        elif empty_section(e, loc):  # `train:` with nothing under it
+            keep = " or delete the line" if not ExperimentConfig.model_fields[loc[0]].is_required() else ""
+            lines.append(f"  - {dotted}: the section is empty; give its keys (`bayespeft config {loc[0]}` lists "
+                         f"them){keep}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  - {dotted}: {msg}{_got(msg, e.get('input'))}")
@@ -184,8 +194,11 @@ def validate(raw: dict, source: str = "config") -> ExperimentConfig:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Load, merge ``base:`` chains, apply ``--set`` overrides and validate."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    return validate(raw, source=str(path))
+    raw = read_yaml(path)
+    if not raw and not overrides:
+        raise ConfigError(f"{path} is empty; a config needs at least the data, model and adapter sections (start "
+                          "from one under configs/, e.g. configs/digits/lora.yaml; `bayespeft config` lists every key)")
+    return validate(apply_overrides(raw, overrides), source=str(path))
 
 
 def dump_config(cfg: ExperimentConfig) -> str:
