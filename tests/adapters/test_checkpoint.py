@@ -119,6 +119,23 @@ def test_other_base_weights_are_detected(tmp_path):
     assert other.adapter_method == "lora"
 
 
+def test_another_architecture_is_named_as_such(tmp_path):
+    """A model built with other settings (here one block fewer) is an architecture error naming a missing tensor, not
+    'base weights differ'; one with an extra block names a new tensor."""
+    from bayespeft.models import ModelConfig, build_model
+
+    _, ckpt = _saved(tmp_path)
+    base = fresh("micro_vit").backbone
+    depth = len(base.blocks)
+    over = {"embed_dim": base.embed_dim, "num_heads": base.blocks[0].attn.num_heads}
+    for d, part in ((depth - 1, rf"\d+ base tensor\(s\) of the trained model are not in this one "
+                                rf"\(e\.g\. blocks\.{depth - 1}\."),
+                    (depth + 1, rf"\d+ are new \(e\.g\. blocks\.{depth}\.")):
+        other = build_model(ModelConfig(name="micro_vit", pretrained=False, overrides={**over, "depth": d}), 3)
+        _expect_error(ckpt, r"the model's architecture differs from the one the adapter was trained on: .*" + part
+                      + r".*model\.overrides", model=other)
+
+
 def test_peft_type_mismatch(tmp_path):
     _, ckpt = _saved(tmp_path)
     cfg = json.loads((ckpt / "adapter_config.json").read_text())

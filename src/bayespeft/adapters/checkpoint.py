@@ -137,6 +137,15 @@ def _check_fingerprint(model: TaskModel, saved: dict[str, float] | None, where: 
     shared = [k for k in saved if k in now]
     if not shared:
         raise CheckpointError(f"{where}: none of the base tensors recorded in the checkpoint exist in the model")
+    gone, new = [k for k in saved if k not in now], [k for k in now if k not in saved]
+    if gone or new:
+        parts = ([f"{len(gone)} base tensor(s) of the trained model are not in this one (e.g. {gone[0]})"] if gone
+                 else []) + ([f"{len(new)} are new (e.g. {new[0]})"] if new else [])
+        raise CheckpointError(
+            f"{where}: the model's architecture differs from the one the adapter was trained on: "
+            f"{' and '.join(parts)}; build it with the training run's model settings (model.name, model.overrides, model.image_size: see "
+            "config.yaml in its run directory)"
+        )
     bad = [k for k in shared if not math.isclose(saved[k], now[k], rel_tol=1e-2, abs_tol=1e-4)]
     if bad:
         raise CheckpointError(
