@@ -31,11 +31,13 @@ The same pipeline as configs: ``configs/arc/phi2_lora_laplace.yaml`` (``bayespef
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -357,9 +359,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def quiet_transformers(on: bool) -> Iterator[None]:
+    """While ``on`` (``--tiny``): no transformers progress bars (writing and loading the toy model's one shard in
+    milliseconds); restored afterwards. A real model keeps its loading bar."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if on and was:
+            hf_logging.enable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_transformers(args.tiny):
         if args.tiny:
             args.model, args.data_root = build_tiny(Path(tmp))
         out = run(args)

@@ -8,7 +8,9 @@ than ``lr_threshold`` are rank-``n_kfac`` roots.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import math
 import os
 import shutil
@@ -30,10 +32,25 @@ def load_example():
     return module
 
 
+STDERR: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out_json = tmp_path_factory.mktemp("example") / "out.json"
-    return load_example().main(["--tiny", "--json", str(out_json)]), out_json
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        out = load_example().main(["--tiny", "--json", str(out_json)])
+    STDERR["tiny"] = err.getvalue()
+    return out, out_json
+
+
+def test_tiny_run_prints_no_transformers_bars_and_restores_them(tiny_run):
+    """The toy model's one shard is written and read in milliseconds: no "Writing model shards" / "Loading weights"
+    bars in the demo's output; the global transformers setting is as before afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    assert "model shards" not in STDERR["tiny"] and "Loading weights" not in STDERR["tiny"], STDERR["tiny"]
+    assert hf_logging.is_progress_bar_enabled()
 
 
 def test_metrics_are_finite_for_every_predictive(tiny_run, capsys):
