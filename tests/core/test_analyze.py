@@ -95,6 +95,25 @@ def test_two_runs_mean_std_and_t_interval_over_runs(lw_full, second_run, capsys,
     assert list(groups.delta_ece_test) == sorted(groups.delta_ece_test, reverse=True)
     rho, p = stats.spearmanr(groups.depth, groups.delta_ece_test)
     assert summary["per_split"]["test"]["spearman_depth"]["rho"] == pytest.approx(rho)
+    # the printed table shows the t-interval over runs (the per-run bootstrap columns are empty with 2 runs)
+    header = a["printed"].splitlines()[0].split()
+    assert {"delta_ece_test_t_lo", "delta_ece_test_t_hi"} <= set(header) and "delta_ece_test_boot_lo" not in header
+
+
+def test_runs_given_twice_or_of_other_settings_are_refused(lw_full, second_run, capsys, tmp_path):
+    _, _, out = lw_full
+    err = one_line_error(capsys, ["analyze", str(out), str(out)])
+    assert "are the same layer-wise run" in err and "give each run once" in err
+    copy = tmp_path / "copy"  # a copied directory is the same run too
+    shutil.copytree(out, copy)
+    assert "are the same layer-wise run" in one_line_error(capsys, ["analyze", str(out), str(copy)])
+    other = tmp_path / "kfac"
+    shutil.copytree(second_run, other)
+    state = json.loads((other / "layer_wise_results.json").read_text())
+    state["fingerprint"]["layerwise"]["structure"] = "kfac"
+    (other / "layer_wise_results.json").write_text(json.dumps(state))
+    err = one_line_error(capsys, ["analyze", str(out), str(other)])
+    assert "different settings (layerwise.structure: 'diag' in" in err and "one setting together" in err
 
 
 def one_line_error(capsys, argv) -> str:
