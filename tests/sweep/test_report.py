@@ -83,6 +83,10 @@ def test_paired_comparisons_against_scipy(tmp_path):
         running = max(running, min(1.0, (3 - i) * raw_t[k]))
         assert pairs[k]["t_p_holm"] == pytest.approx(running, rel=1e-9)
     assert not [c for c in doc["comparisons"] if c["model"] == "deit_small_patch16_224"]  # one variant: nothing
+    # 4 seeds: the Wilcoxon p cannot go below 2/2^4 = 0.125; the report says so next to the table
+    assert min(c["wilcoxon_p"] for c in comps) >= 0.125 - 1e-12
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "smallest two-sided p is 2/2^n; n = 4: 0.125)" in md and "one context and one metric" in md
 
 
 def test_cli_writes_files_and_plots(tmp_path, capsys):
