@@ -42,6 +42,11 @@ def test_failures_are_isolated_recorded_and_retried(sweep_file, tmp_path, monkey
     assert by_seed[3].status == "failed" and by_seed[3].error == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert "train_or_oom" in by_seed[3].traceback
     assert "--retry-failed" in printed and f"failed {by_seed[2].id}" in printed
+    # off a terminal each run is announced when it starts, with the log its progress goes to, before its end line
+    for r in by_seed.values():
+        what = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.differs.items())  # seed=2 lr=1e+30
+        start = f"run {r.id} ({what}) started; progress in {out / 'runs' / r.id / 'log.txt'}"
+        assert start in printed and printed.index(start) < printed.index(f"run {r.id} ({what}) {r.status} in")
     log = (out / "runs" / by_seed[3].id / "log.txt").read_text()
     assert "CUDA out of memory" in log
     # the done run has its files and its rows
