@@ -108,7 +108,11 @@ def test_cli_writes_files_and_plots(tmp_path, capsys):
     assert "literature lora-roberta-base-mrpc: published 89.7 [89.0, 90.4], measured " in printed
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 3  # header; 4 groups x (acc@1, ece, tuned_%)
     assert main(["report", str(tmp_path), "--by", "model,methd"]) == 2
-    assert "did you mean" in capsys.readouterr().err
+    assert "did you mean 'method'?" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--by", "modle"]) == 2  # the short name, not a config key (model.path)
+    assert "did you mean 'model'?" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--by", "model.nme"]) == 2  # a dotted key: the closest config key
+    assert "did you mean 'model.name'?" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
 
 

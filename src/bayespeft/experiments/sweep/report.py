@@ -59,6 +59,7 @@ class ReportOptions:
 
 def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
     """``[(name, dotted key)]`` for the ``--by`` names; unknown keys get the closest valid one."""
+    from ...registry import closest
     from .keys import check_key
 
     out = []
@@ -69,6 +70,10 @@ def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
             continue
         msg = check_key(key)
         if msg:
+            short = closest(name, list(ALIASES)) if "." not in name else None  # a misspelt short name
+            if short:
+                raise ValueError(f"--by {name}: not a short name or config key; did you mean {short!r}? short names: "
+                                 f"{', '.join(ALIASES)} (or a dotted config key such as model.name)")
             raise ValueError(f"--by {name}: {msg}; short names: {', '.join(ALIASES)}")
         out.append((name, key))
     return out
