@@ -114,6 +114,20 @@ def test_a_directory_of_another_sweep_file_is_refused_unless_forced(sweep_file, 
     assert len(store.attempts(done_id)) == 1  # the unchanged run was not rerun
 
 
+
+def test_a_changed_value_deep_in_a_long_list_is_named_where_it_changed(sweep_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = "".join(f"  - when: {{train.seed: {i}}}\n    set: {{train.weight_decay: 0.0{i}}}\n" for i in (1, 2, 3))
+    first = sweep_file(f"base: base.yaml\naxes: {{train.seed: [1, 2, 3]}}\ncases:\n{cases}")
+    run_sweep(first, SweepOptions(out=str(out), max_experiments=0))
+    second = sweep_file(f"base: base.yaml\naxes: {{train.seed: [1, 2, 3]}}\ncases:\n{cases.replace('0.03', '0.3')}",
+                        name="other.yaml")
+    capsys.readouterr()
+    assert main(["sweep", str(second), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "  cases[2].set.train.weight_decay: 0.03 -> 0.3\n" in err and "cases[0]" not in err
+
+
 def test_max_experiments(sweep_file, tmp_path):
     path = sweep_file("base: base.yaml\naxes: {train.seed: [1, 2, 3]}\n")
     res = run_sweep(path, SweepOptions(out=str(tmp_path / "o"), max_experiments=0))
