@@ -116,6 +116,18 @@ def test_cli_writes_files_and_plots(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
 
 
+
+def test_a_store_without_finished_runs_reports_with_a_warning(tmp_path, capsys):
+    store = SweepStore.open(tmp_path)
+    store.sync_plan([{"id": "run00", "position": 0, "differs": {}, "config": _config("lora", 2, 1), "stages": [],
+                      "run_dir": None}])
+    store.close()
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "no finished run" in err and "(1 pending, 0 running, 0 failed)" in err
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
 ENTRY = {"id": "x", "metric": "acc@1", "scale": 100, "value": 85.0, "interval": [84.0, 86.0],
          "source": {"paper": "P", "table": "T1", "setting": "S"},
          "match": {"model.name": "deit_tiny_patch16_224", "adapter.method": "lora"}, "posterior": "map", "split": "test"}
