@@ -355,6 +355,11 @@ def _report(p):
             print(f"literature {row['reference']}: published {published}, measured {measured} over {row['runs']} "
                   f"run(s): {row['verdict']}")
         print(f"{doc['n_records']} records from {doc['counts']['done']} done runs; report: {out}/report.md")
+        if not doc["n_records"]:
+            c = doc["counts"]
+            print(f"warning: {args.sweep_dir} has no finished run to report on yet ({c['pending']} pending, "
+                  f"{c['running']} running, {c['failed']} failed): the tables are empty; run `bayespeft sweep` on it "
+                  "first", file=sys.stderr)
 
     p.set_defaults(run=run)
 

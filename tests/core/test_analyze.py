@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import permutations
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,15 @@ def analyze(capsys, *argv: str) -> dict:
     path = line.removeprefix("analysis: ")
     return {"dir": path, "printed": out, "summary": json.loads(open(f"{path}/analysis_summary.json").read()),
             "table": pd.read_csv(f"{path}/summary_table.csv")}
+
+
+def spearman_reference(x, y):
+    """ρ by scipy; p exact by enumerating every pairing for n <= 8 (scipy's t approximation above)."""
+    rho, p = stats.spearmanr(x, y)
+    if len(x) <= 8:
+        hits = [abs(stats.spearmanr(x, y[list(q)])[0]) >= abs(rho) - 1e-12 for q in permutations(range(len(y)))]
+        p = float(np.mean(hits))
+    return rho, p
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +62,7 @@ def test_one_run_table_statistics_and_plots(lw_full, capsys, tmp_path):
             assert g["delta_ece"]["std"] is None and g["delta_ece"]["n"] == 1
     for s in ("test", "test_shift"):
         ps = summary["per_split"][s]
-        rho, p = stats.spearmanr(groups.depth, groups[f"delta_ece_{s}"])
+        rho, p = spearman_reference(groups.depth.to_numpy(float), groups[f"delta_ece_{s}"].to_numpy())
         assert ps["spearman_depth"]["rho"] == pytest.approx(rho) and ps["spearman_depth"]["p_value"] == pytest.approx(p)
         assert ps["mean_delta_ece"] == pytest.approx(groups[f"delta_ece_{s}"].mean())
         assert ps["fraction_helping"] == pytest.approx((groups[f"delta_ece_{s}"] > 0).mean())
@@ -85,6 +95,25 @@ def test_two_runs_mean_std_and_t_interval_over_runs(lw_full, second_run, capsys,
     assert list(groups.delta_ece_test) == sorted(groups.delta_ece_test, reverse=True)
     rho, p = stats.spearmanr(groups.depth, groups.delta_ece_test)
     assert summary["per_split"]["test"]["spearman_depth"]["rho"] == pytest.approx(rho)
+    # the printed table shows the t-interval over runs (the per-run bootstrap columns are empty with 2 runs)
+    header = a["printed"].splitlines()[0].split()
+    assert {"delta_ece_test_t_lo", "delta_ece_test_t_hi"} <= set(header) and "delta_ece_test_boot_lo" not in header
+
+
+def test_runs_given_twice_or_of_other_settings_are_refused(lw_full, second_run, capsys, tmp_path):
+    _, _, out = lw_full
+    err = one_line_error(capsys, ["analyze", str(out), str(out)])
+    assert "are the same layer-wise run" in err and "give each run once" in err
+    copy = tmp_path / "copy"  # a copied directory is the same run too
+    shutil.copytree(out, copy)
+    assert "are the same layer-wise run" in one_line_error(capsys, ["analyze", str(out), str(copy)])
+    other = tmp_path / "kfac"
+    shutil.copytree(second_run, other)
+    state = json.loads((other / "layer_wise_results.json").read_text())
+    state["fingerprint"]["layerwise"]["structure"] = "kfac"
+    (other / "layer_wise_results.json").write_text(json.dumps(state))
+    err = one_line_error(capsys, ["analyze", str(out), str(other)])
+    assert "different settings (layerwise.structure: 'diag' in" in err and "one setting together" in err
 
 
 def one_line_error(capsys, argv) -> str:

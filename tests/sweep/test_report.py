@@ -83,6 +83,10 @@ def test_paired_comparisons_against_scipy(tmp_path):
         running = max(running, min(1.0, (3 - i) * raw_t[k]))
         assert pairs[k]["t_p_holm"] == pytest.approx(running, rel=1e-9)
     assert not [c for c in doc["comparisons"] if c["model"] == "deit_small_patch16_224"]  # one variant: nothing
+    # 4 seeds: the Wilcoxon p cannot go below 2/2^4 = 0.125; the report says so next to the table
+    assert min(c["wilcoxon_p"] for c in comps) >= 0.125 - 1e-12
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "smallest two-sided p is 2/2^n; n = 4: 0.125)" in md and "one context and one metric" in md
 
 
 def test_cli_writes_files_and_plots(tmp_path, capsys):
@@ -104,8 +108,24 @@ def test_cli_writes_files_and_plots(tmp_path, capsys):
     assert "literature lora-roberta-base-mrpc: published 89.7 [89.0, 90.4], measured " in printed
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4 * 3  # header; 4 groups x (acc@1, ece, tuned_%)
     assert main(["report", str(tmp_path), "--by", "model,methd"]) == 2
-    assert "did you mean" in capsys.readouterr().err
+    assert "did you mean 'method'?" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--by", "modle"]) == 2  # the short name, not a config key (model.path)
+    assert "did you mean 'model'?" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--by", "model.nme"]) == 2  # a dotted key: the closest config key
+    assert "did you mean 'model.name'?" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+
+def test_a_store_without_finished_runs_reports_with_a_warning(tmp_path, capsys):
+    store = SweepStore.open(tmp_path)
+    store.sync_plan([{"id": "run00", "position": 0, "differs": {}, "config": _config("lora", 2, 1), "stages": [],
+                      "run_dir": None}])
+    store.close()
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and "no finished run" in err and "(1 pending, 0 running, 0 failed)" in err
+    assert (tmp_path / "report" / "report.md").is_file()
 
 
 ENTRY = {"id": "x", "metric": "acc@1", "scale": 100, "value": 85.0, "interval": [84.0, 86.0],

@@ -88,6 +88,8 @@ def test_no_axes_is_one_run(sweep_file):
         ("base: base.yaml\naxes: {adapter.rank: [2, 4]}\n", ["unknown config key 'adapter.rank'", "did you mean 'adapter.r'"]),
         ("base: base.yaml\naxes: {trian.seed: [1]}\n", ["unknown config key 'trian.seed'", "did you mean 'train.seed'"]),
         ("base: base.yaml\naxes: {adapter.r: []}\n", ["'adapter.r' has no values"]),
+        ("base: base.yaml\naxes: {train.seed: [0, 0, 1]}\n", ["'train.seed' lists 0 more than once", "remove the duplicate"]),
+        ("base: base.yaml\naxes: {train.lr: [1.0e-4, '1e-4']}\n", ["'train.lr' lists '1e-4' more than once"]),
         ("base: base.yaml\naxes: {adapter: [1]}\n", ["'adapter' is a whole section"]),
         ("base: base.yaml\naxis: {adapter.r: [1]}\n", ["unknown sweep key 'axis'", "did you mean 'axes'"]),
         ("base: missing.yaml\n", ["base: config file not found"]),

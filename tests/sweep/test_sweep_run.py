@@ -42,6 +42,11 @@ def test_failures_are_isolated_recorded_and_retried(sweep_file, tmp_path, monkey
     assert by_seed[3].status == "failed" and by_seed[3].error == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert "train_or_oom" in by_seed[3].traceback
     assert "--retry-failed" in printed and f"failed {by_seed[2].id}" in printed
+    # off a terminal each run is announced when it starts, with the log its progress goes to, before its end line
+    for r in by_seed.values():
+        what = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.differs.items())  # seed=2 lr=1e+30
+        start = f"run {r.id} ({what}) started; progress in {out / 'runs' / r.id / 'log.txt'}"
+        assert start in printed and printed.index(start) < printed.index(f"run {r.id} ({what}) {r.status} in")
     log = (out / "runs" / by_seed[3].id / "log.txt").read_text()
     assert "CUDA out of memory" in log
     # the done run has its files and its rows
@@ -107,6 +112,20 @@ def test_a_directory_of_another_sweep_file_is_refused_unless_forced(sweep_file, 
     run_sweep(second, SweepOptions(out=str(out), force=True))
     assert [r.status for r in store.runs()] == ["done", "done"]
     assert len(store.attempts(done_id)) == 1  # the unchanged run was not rerun
+
+
+
+def test_a_changed_value_deep_in_a_long_list_is_named_where_it_changed(sweep_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = "".join(f"  - when: {{train.seed: {i}}}\n    set: {{train.weight_decay: 0.0{i}}}\n" for i in (1, 2, 3))
+    first = sweep_file(f"base: base.yaml\naxes: {{train.seed: [1, 2, 3]}}\ncases:\n{cases}")
+    run_sweep(first, SweepOptions(out=str(out), max_experiments=0))
+    second = sweep_file(f"base: base.yaml\naxes: {{train.seed: [1, 2, 3]}}\ncases:\n{cases.replace('0.03', '0.3')}",
+                        name="other.yaml")
+    capsys.readouterr()
+    assert main(["sweep", str(second), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "  cases[2].set.train.weight_decay: 0.03 -> 0.3\n" in err and "cases[0]" not in err
 
 
 def test_max_experiments(sweep_file, tmp_path):

@@ -56,6 +56,42 @@ def load_run(d: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return res, io.load_tensors(d / ARRAYS)
 
 
+#: what may differ between the runs of one analysis (one per seed): the checkpoint, its training seed and the
+#: layer-wise seed (posterior samples, bootstrap draws); anything else in the runs' fingerprints must agree
+SEED_KEYS = ("checkpoint_sha256", "train_seed", "layerwise.seed")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_comparable(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+    """:class:`RunError` when two of ``runs`` are the same run (same checkpoint, settings and seed: a directory
+    given twice or copied) or were made with different settings (structure, predictive, model, data, ...): the
+    statistics over runs are over seeds of one setting. Runs without a fingerprint (older files) are not checked."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    for d, res, _ in runs:
+        fp = res.get("fingerprint")
+        if not isinstance(fp, dict):
+            continue
+        flat = _flat(fp)
+        for od, ofl in seen:
+            if flat == ofl:
+                raise RunError(f"{d} and {od} are the same layer-wise run (same checkpoint, settings and seed); give "
+                               "each run once (other seeds: another checkpoint or --set layerwise.seed=N)")
+        if seen:
+            od, ofl = seen[0]
+            diff = [k for k in sorted(set(flat) | set(ofl)) if k not in SEED_KEYS and flat.get(k) != ofl.get(k)]
+            if diff:
+                what = "; ".join(f"{k}: {ofl.get(k)!r} in {od}, {flat.get(k)!r} in {d}" for k in diff[:3])
+                raise RunError(f"the runs were made with different settings ({what}); analyze the runs of one setting "
+                               "together (one per seed) and each setting on its own")
+        seen.append((d, flat))
+
+
 def default_out(dirs: list[str]) -> Path:
     if len(dirs) == 1:
         return Path(dirs[0]) / "analysis"
@@ -141,6 +177,7 @@ def analyze_runs(dirs: list[str] | tuple[str, ...], out: str | Path | None = Non
     if not dirs:
         raise RunError("give at least one output directory of `bayespeft layerwise`")
     runs = [(str(d), *load_run(d)) for d in dirs]
+    check_comparable(runs)
     splits = [s for s in runs[0][1]["eval_splits"] if s != "val" and all(s in r["eval_splits"] for _, r, _ in runs)]
     if not splits:
         raise RunError(f"the runs share no evaluation split ({[r['eval_splits'] for _, r, _ in runs]})")
@@ -190,8 +227,10 @@ def table_row(g: dict[str, Any], splits: list[str], n_runs: int) -> dict[str, An
 def format_summary(res: dict[str, Any]) -> str:
     """The ranked table (primary split) and one line per split with ρ, fraction helping, best and worst."""
     s = res["primary_split"]
+    # the interval that exists: over test examples for one run, the t-interval over runs for several
+    iv = "boot" if res["n_runs"] < 2 else "t"
     cols = ["group", "depth", "n_params", "n_runs", f"ece_map_{s}", f"ece_bayes_{s}", f"delta_ece_{s}",
-            f"delta_ece_{s}_std", f"delta_ece_{s}_boot_lo", f"delta_ece_{s}_boot_hi", f"delta_nll_{s}"]
+            f"delta_ece_{s}_std", f"delta_ece_{s}_{iv}_lo", f"delta_ece_{s}_{iv}_hi", f"delta_nll_{s}"]
     lines = [format_table(res["table"], cols)]
     for split, ps in res["per_split"].items():
         rho = ps["spearman_depth"]

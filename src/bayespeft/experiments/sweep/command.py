@@ -73,14 +73,27 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _leaf_diffs(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """``[(path, a part, b part)]`` down to the innermost parts that differ (``cases[2].set.train.lr``), so a long
+    value shows where it changed instead of two equal truncated prefixes; lists of other lengths are one part."""
+    if a == b:
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str)
+                for d in _leaf_diffs(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _leaf_diffs(x, y, f"{path}[{i}]")]
+    return [(path, a, b)]
+
+
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per differing key of the sweep file (``axes``, ``cases``, ...) and per differing dotted key of a
     base config (``base config base.yaml: train.lr: 0.01 -> 0.5``); ``<absent>`` where one side lacks it."""
     out = []
     a_doc, b_doc = old.get("sweep") or {}, new.get("sweep") or {}
     for k in sorted(set(a_doc) | set(b_doc)):
-        if a_doc.get(k) != b_doc.get(k):
-            out.append(f"{k}: {_short(a_doc.get(k, '<absent>'))} -> {_short(b_doc.get(k, '<absent>'))}")
+        out += [f"{path}: {_short(x)} -> {_short(y)}"
+                for path, x, y in _leaf_diffs(a_doc.get(k, "<absent>"), b_doc.get(k, "<absent>"), str(k))]
     a_base, b_base = old.get("base") or {}, new.get("base") or {}
     for label in sorted(set(a_base) | set(b_base)):
         if label not in a_base or label not in b_base:

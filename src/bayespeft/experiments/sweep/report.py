@@ -59,6 +59,7 @@ class ReportOptions:
 
 def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
     """``[(name, dotted key)]`` for the ``--by`` names; unknown keys get the closest valid one."""
+    from ...registry import closest
     from .keys import check_key
 
     out = []
@@ -69,6 +70,10 @@ def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
             continue
         msg = check_key(key)
         if msg:
+            short = closest(name, list(ALIASES)) if "." not in name else None  # a misspelt short name
+            if short:
+                raise ValueError(f"--by {name}: not a short name or config key; did you mean {short!r}? short names: "
+                                 f"{', '.join(ALIASES)} (or a dotted config key such as model.name)")
             raise ValueError(f"--by {name}: {msg}; short names: {', '.join(ALIASES)}")
         out.append((name, key))
     return out
@@ -317,6 +322,18 @@ def build_report(sweep_dir: str | Path, opts: ReportOptions | None = None) -> di
     return doc
 
 
+def comparison_notes(comps: list[dict[str, Any]]) -> list[str]:
+    """What a reader of the comparison table must know: the Holm family, and the Wilcoxon floor at small n."""
+    out = ["Holm's family: the variant pairs of one context and one metric (not across metrics or splits). "
+           "n: the seeds both variants finished (a failed run drops its seed from every comparison it is in)."]
+    small = sorted({c["n"] for c in comps if c.get("wilcoxon_p") is not None and c["n"] < 6})
+    if small:
+        floors = ", ".join(f"n = {n}: {2 / 2**n:.3g}" for n in small)
+        out.append(f"Wilcoxon with n < 6 pairs cannot reach p < 0.05 whatever the data (its smallest two-sided p is "
+                   f"2/2^n; {floors}): read its p as 'too few seeds', not as 'no difference'.")
+    return [*out, ""]
+
+
 def markdown(doc: dict[str, Any], names: list[str]) -> str:
     c = doc["counts"]
     lines = [f"# Sweep report: {doc['sweep_dir']}", "",
@@ -332,6 +349,7 @@ def markdown(doc: dict[str, Any], names: list[str]) -> str:
     lines += ["## Paired comparisons (same seeds; Holm over each context's family)", ""]
     if doc["comparisons"]:
         lines += _md_table(doc["comparisons"], [k for k in doc["comparisons"][0] if k not in ("detail",)], names) + [""]
+        lines += comparison_notes(doc["comparisons"])
     else:
         lines += ["No context has two variants with common seeds.", ""]
     lines += ["## Figures", ""]

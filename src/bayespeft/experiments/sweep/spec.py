@@ -45,7 +45,7 @@ from ...config import ConfigError, apply_overrides, read_yaml
 from ...config.load import load_yaml_mapping_text
 from ...registry import closest
 from .expr import ExpressionError, is_expression, parse
-from .keys import check_key
+from .keys import check_key, same_value
 
 TOP_KEYS = ("name", "description", "base", "axes", "cases", "exclude", "stages", "resources")
 STAGE_KINDS = ("train", "evaluate", "laplace", "sample")
@@ -230,6 +230,10 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         vals = _values(v)
         if not vals:
             errors.append(f"axes: {k!r} has no values; give at least one (or remove the axis)")
+        dups = [x for i, x in enumerate(vals) if any(same_value(x, y) for y in vals[:i])]
+        if dups:
+            errors.append(f"axes: {k!r} lists {dups[0]!r} more than once ({vals}); each value is one run: remove "
+                          "the duplicate (or put the value you meant)")
         axes[str(k)] = vals
 
     cases: list[Case] = []
