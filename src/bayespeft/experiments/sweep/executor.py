@@ -122,20 +122,25 @@ class SweepProgress:
     def _counts(c: dict[str, int]) -> str:
         return f"done {c['done']}, failed {c['failed']}, running {c['running']}, pending {c['pending']}"
 
+    @staticmethod
+    def describe(rec: RunRecord) -> str:
+        """The run's settings that differ across the sweep, named as in the dry-run table (``model.name=…``)."""
+        names = short_names(list(rec.differs))
+        return " ".join(f"{names[k]}={v}" for k, v in rec.differs.items())
+
     def started(self, rec: RunRecord) -> None:
         """Say which run this process works on now, and where its output goes (a run may take hours, and its
         progress lines go to its own log): the bar's postfix on a terminal, else one line."""
-        what = " ".join(f"{k.split('.')[-1]}={v}" for k, v in rec.differs.items())
         if self.bar is not None:
             self.bar.set_postfix_str(f"running {rec.id} | {self._counts(self.store.counts())}")
             return
+        what = self.describe(rec)
         log = Path(rec.run_dir) / "log.txt" if rec.run_dir else "its run directory"
         print(f"run {rec.id} ({what}) started; progress in {log}", file=self.stream, flush=True)
 
     def finished(self, rec: RunRecord, outcome: dict[str, Any]) -> None:
         counts = self.store.counts()
-        names = short_names(list(rec.differs))
-        what = " ".join(f"{names[k]}={v}" for k, v in rec.differs.items())
+        what = self.describe(rec)
         secs = (outcome.get("timings") or {}).get("total", 0.0)
         line = f"run {rec.id} ({what}) {outcome['status']} in {secs:.1f} s"
         if outcome["status"] == "failed":
