@@ -352,8 +352,9 @@ def _report(p):
         for row in doc["literature"]:
             published = f"{row['published']}" + (f" {row['interval']}" if row["interval"] else "")
             measured = "n/a" if row["measured"] is None else f"{row['measured']:.4g}"
+            note = f" ({row['note']})" if row.get("note") else ""
             print(f"literature {row['reference']}: published {published}, measured {measured} over {row['runs']} "
-                  f"run(s): {row['verdict']}")
+                  f"run(s): {row['verdict']}{note}")
         print(f"{doc['n_records']} records from {doc['counts']['done']} done runs; report: {out}/report.md")
         if not doc["n_records"]:
             c = doc["counts"]

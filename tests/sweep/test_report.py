@@ -189,6 +189,24 @@ def test_vit_b16_cifar100_references_match_only_their_setting():
     assert row["verdict"] == "no comparable run"
 
 
+def test_a_miss_names_what_the_runs_of_its_setting_have(tmp_path):
+    """An entry whose posterior glob or split matches none of the runs of its setting says what those runs have (a
+    misspelt glob is visible, not a silent 'no comparable run'); a misspelt split is a file error."""
+    (row,) = check_literature([{**ENTRY, "posterior": "laplace-*"}], _records([0.85, 0.86]))
+    assert row["verdict"] == "no comparable run"
+    assert row["note"] == "runs of its setting have posterior(s) map on test; it asks posterior laplace-* on test"
+    (row,) = check_literature([{**ENTRY, "match": {"adapter.method": "full"}}], _records([0.85]))
+    assert row["verdict"] == "no comparable run" and row["note"] == ""  # no run of that setting at all
+    (row,) = check_literature([ENTRY], _records([0.85]))
+    assert row["note"] == ""
+    bad = tmp_path / "lit.yaml"
+    bad.write_text("- {id: a, metric: acc@1, value: 1, source: {paper: p, table: t, setting: s}, "
+                   "match: {adapter.r: 2}, split: tset}\n")
+    with pytest.raises(ValueError, match=r"entry 0 \(a\): split must be one of \('test', 'test_shift'\) "
+                                         r"\(got 'tset'\)"):
+        load_literature(bad)
+
+
 def test_bad_literature_file(tmp_path):
     bad = tmp_path / "lit.yaml"
     bad.write_text("- {id: a, metric: acc, value: 1, source: {paper: p}, match: {adapter.rank: 2}, interval: [2, 3]}\n")

@@ -34,6 +34,9 @@ from typing import Any
 
 from ..errors import RunError
 
+#: The evaluation splits a run reports (the ``split`` of its result rows), in order.
+SPLITS = ("test", "test_shift")
+
 #: The header of results CSVs written before the result key and the posterior settings were recorded.
 LEGACY_COLUMNS = [
     "ts", "run", "method", "posterior", "dataset", "split", "backbone", "tuned_params", "tuned_params_%", "acc@1",

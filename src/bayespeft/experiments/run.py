@@ -40,9 +40,8 @@ from ..train import predict_probs
 from ..train.loop import resolve_device
 from ..errors import CheckpointError, CheckpointMismatchError, RunError
 from .checkpoint_arg import checkpoint_dir
-from .records import append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
+from .records import SPLITS, append_results, check_output_dir, check_results_csv, new_run_dir, read_rows
 
-SPLITS = ("test", "test_shift")
 ROWS = "rows.csv"
 
 #: Data settings that cannot change a test metric (file locations, training-only loader settings): left out of the

@@ -10,7 +10,10 @@ runs on, its 95% t-interval (:func:`bayespeft.stats.t_interval`). The verdict:
 * only a published value (rule ``no interval reported: the published value against the runs' t-interval``):
   ``within`` if it lies inside the measured t-interval, ``below`` / ``above`` if the whole measured interval is
   below / above it; with a single run (no interval) ``undecided``;
-* no matching run: ``no comparable run``.
+* no matching run: ``no comparable run``; when runs of its ``match`` setting exist but with other posteriors or
+  splits, the row's ``note`` names those (a misspelt ``posterior`` glob is then visible, not a silent miss).
+
+``split`` must be one the runs are evaluated on (:data:`~bayespeft.experiments.records.SPLITS`).
 
 Every row carries the numbers it was decided on and the rule (``rule``); there is no verdict without them.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import yaml
 
 from ...stats import t_interval
+from ..records import SPLITS
 from .keys import MISSING, check_key, same_value, value_of
 
 ENTRY_KEYS = {"id", "metric", "scale", "value", "interval", "interval_note", "source", "match", "posterior", "split"}
@@ -55,6 +59,8 @@ def load_literature(path: str | Path | None = None) -> list[dict[str, Any]]:
         iv = e.get("interval")
         if iv is not None and not (isinstance(iv, list) and len(iv) == 2 and iv[0] <= e.get("value", iv[0]) <= iv[1]):
             errors.append(f"{where}: interval must be [lo, hi] around the value")
+        if e.get("split") is not None and e["split"] not in SPLITS:
+            errors.append(f"{where}: split must be one of {SPLITS} (got {e['split']!r})")
         for k in e.get("match") or {}:
             msg = check_key(k)
             if msg:
@@ -64,12 +70,19 @@ def load_literature(path: str | Path | None = None) -> list[dict[str, Any]]:
     return entries
 
 
-def _matches(rec: dict[str, Any], entry: dict[str, Any]) -> bool:
+def _same_setting(rec: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Does the run's config match the entry's ``match`` rule (whatever its posterior and split)?"""
     for key, want in (entry.get("match") or {}).items():
         v = value_of(rec["config"], key)
         wants = want if isinstance(want, list) else [want]
         if v is MISSING or not any(same_value(v, w) for w in wants):
             return False
+    return True
+
+
+def _matches(rec: dict[str, Any], entry: dict[str, Any]) -> bool:
+    if not _same_setting(rec, entry):
+        return False
     if entry.get("posterior") and not fnmatch.fnmatchcase(rec["posterior"], entry["posterior"]):
         return False
     return not entry.get("split") or rec["split"] == entry["split"]
@@ -107,5 +120,17 @@ def check_literature(entries: list[dict[str, Any]], records: list[dict[str, Any]
         vals = [v for v in (measured_value(r, e) for r in records if _matches(r, e)) if v is not None]
         src = e["source"]
         out.append({"reference": e["id"], "metric": e["metric"], "published": e["value"], "interval": e.get("interval"),
-                    "source": f"{src['paper']}; {src['table']}; {src['setting']}", **verdict(e, vals, level)})
+                    "source": f"{src['paper']}; {src['table']}; {src['setting']}", **verdict(e, vals, level),
+                    "note": "" if vals else near_miss(e, records)})
     return out
+
+
+def near_miss(entry: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """For an entry without comparable runs: the posteriors and splits of the runs of its ``match`` setting
+    (empty when there are none)."""
+    near = [r for r in records if _same_setting(r, entry)]
+    if not near:
+        return ""
+    posts, splits = sorted({r["posterior"] for r in near}), sorted({r["split"] for r in near})
+    return (f"runs of its setting have posterior(s) {', '.join(posts)} on {', '.join(splits)}; it asks posterior "
+            f"{entry.get('posterior') or 'any'!s} on {entry.get('split') or 'any split'}")

@@ -366,7 +366,7 @@ def markdown(doc: dict[str, Any], names: list[str]) -> str:
                   "recorded); each run's own reliability diagrams are in its stage directories under plots/.", ""]
     lines += ["## Literature check", ""]
     lines += _md_table(doc["literature"], ["reference", "metric", "published", "interval", "runs", "measured",
-                                           "measured_interval", "verdict", "rule", "source"]) + [""]
+                                           "measured_interval", "verdict", "note", "rule", "source"]) + [""]
     if doc["diagnostics"]:
         lines += ["## SG-MCMC convergence (R-hat / ESS verdicts)", ""]
         lines += _md_table(doc["diagnostics"], ["run", "stage", "verdict_text"]) + [""]
