@@ -183,3 +183,27 @@ def test_stages_without_rows_are_announced(predictive):
     assert said == refs + [f"greedy step 1/2: {n} candidate set(s) scored on val",
                            f"greedy step 2/2: {n - 1} candidate set(s) scored on val"]
     assert [s["n_groups"] for s in res["greedy"]] == [1, 2]
+
+
+def test_a_greedy_step_that_buys_ece_with_accuracy_is_flagged(caplog):
+    """ECE alone rewards a uniformly unsure predictor: on 8 examples the MAP is right on 6 with confidence 0.9 (ECE
+    0.15), a collapsed set predicts (0.55, 0.45) everywhere (right on 4: accuracy 0.5, ECE 0.05). The step records
+    accuracy and NLL on the selection split for the set and the MAP, and the collapse is a logged warning."""
+    from bayespeft.laplace.layerwise_study import selection_check
+
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    map_probs = torch.tensor([[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 2 + [[0.9, 0.1]] * 2)
+    flat = torch.tensor([[0.55, 0.45]] * 8)
+    with caplog.at_level("WARNING", logger="bayespeft"):
+        out = selection_check(map_probs, flat, y, ["blocks.0", "blocks.1"], "val")
+    assert out["select_acc"] == 0.5 and out["select_map"]["acc"] == 0.75
+    assert out["select_nll"] == pytest.approx(-(4 * np.log(0.55) + 4 * np.log(0.45)) / 8)
+    assert out["select_map"]["nll"] == pytest.approx(-(6 * np.log(0.9) + 2 * np.log(0.1)) / 8)
+    # NLL: MAP (6 ln(1/0.9) + 2 ln(1/0.1)) / 8 = 0.6547, flat (4 ln(1/0.55) + 4 ln(1/0.45)) / 8 = 0.6982
+    assert out["warning"] == ("greedy step 2 (blocks.0+blocks.1) lowers the val ECE but worsens accuracy 0.750 -> "
+                              "0.500 and NLL 0.655 -> 0.698 against the MAP; prefer fewer groups or another prior")
+    assert [r.getMessage() for r in caplog.records] == [out["warning"]]
+    caplog.clear()
+    softer = torch.tensor([[0.8, 0.2]] * 4 + [[0.2, 0.8]] * 2 + [[0.8, 0.2]] * 2)  # same accuracy, lower NLL
+    out = selection_check(map_probs, softer, y, ["head"], "val")
+    assert "warning" not in out and out["select_acc"] == 0.75 and not caplog.records

@@ -18,6 +18,7 @@ Per-example arrays for interval estimates (bootstrap over test examples) are kep
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ from torch import nn
 from bayespeft.laplace.groups import GroupBy, ParamGroup, select_groups
 from bayespeft.laplace.layerwise import LayerwiseLaplace, Predictive, SetPredictions
 from bayespeft.metrics import accuracy, brier, calibration_error, nll
+
+log = logging.getLogger(__name__)
 
 N_BINS = 15
 
@@ -101,10 +104,32 @@ class LayerwiseStudy:
             steps.append({
                 "n_groups": step, "added": chosen[-1], "groups": list(chosen), "select_split": select_split,
                 "select_ece": float(eces[best]),
+                **selection_check(res.map_probs, res.probs[best], res.labels, chosen, select_split),
                 "splits": {s: {"map": v["map"], "bayes": v["bayes"], "delta_ece": v["delta_ece"], "delta_nll": v["delta_nll"]}
                            for s, v in row["splits"].items()},
             })
         return steps
+
+
+#: a greedy step whose selection-split accuracy falls more than this below the MAP's is flagged
+ACC_DROP_WARN = 0.05
+
+
+def selection_check(map_probs: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, chosen: Sequence[str],
+                    split: str) -> dict[str, Any]:
+    """Accuracy and NLL of the chosen set and of the MAP on the selection split, and a ``warning`` (also logged)
+    when the set bought its lower ECE with accuracy (more than :data:`ACC_DROP_WARN` below the MAP's) or NLL (above
+    the MAP's): ECE alone rewards a predictor that is uniformly unsure, so a greedy step can pick a collapse."""
+    acc, nll_ = accuracy(probs, labels), nll(probs, labels)
+    acc0, nll0 = accuracy(map_probs, labels), nll(map_probs, labels)
+    out: dict[str, Any] = {"select_acc": acc, "select_nll": nll_, "select_map": {"acc": acc0, "nll": nll0}}
+    worse = [f"accuracy {acc0:.3f} -> {acc:.3f}"] if acc < acc0 - ACC_DROP_WARN else []
+    worse += [f"NLL {nll0:.3f} -> {nll_:.3f}"] if nll_ > nll0 else []
+    if worse:
+        out["warning"] = (f"greedy step {len(chosen)} ({'+'.join(chosen)}) lowers the {split} ECE but worsens "
+                          f"{' and '.join(worse)} against the MAP; prefer fewer groups or another prior")
+        log.warning(out["warning"])
+    return out
 
 
 def layerwise_study(
