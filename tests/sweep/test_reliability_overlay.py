@@ -76,3 +76,27 @@ def test_report_overlays_one_pooled_curve_per_method(sweep_file, tmp_path, monke
     md = (out / "report" / "report.md").read_text()
     assert "](plots/reliability_digits_test.png)" in md
     assert "2 curves resting on 4 runs (full: 2 runs; lora: 2 runs)" in md
+
+
+def test_overlay_legend_says_its_ece_is_of_the_pooled_bins(tmp_path, monkeypatch):
+    """The overlay's ECE is that of the bins pooled over runs, not the mean of the runs' ECEs that the summary table
+    shows: the legend says "pooled ECE" (its value: the pooled bins' ECE, computed here by hand)."""
+    from bayespeft.metrics import reliability as rel_mod
+    from bayespeft.experiments.sweep.reliability import reliability_plots
+
+    seen = {}
+    real = rel_mod._finish
+
+    def spy(fig, ax, axc, *a, **kw):
+        seen["labels"] = ax.get_legend_handles_labels()[1]
+        return real(fig, ax, axc, *a, **kw)
+
+    monkeypatch.setattr(rel_mod, "_finish", spy)
+    runs = [(np.array([0.95, 0.95, 0.55]), np.array([1.0, 0.0, 1.0])), (np.array([0.95]), np.array([1.0]))]
+    pooled = pool([reliability_from_top_label(c, y).to_dict() for c, y in runs])
+    overlay = {"dataset": "digits", "split": "test",
+               "curves": {"lora": {**pooled, "n_runs": 2, "runs": ["a", "b"]}}}
+    reliability_plots([overlay], tmp_path)
+    # pooled bins: 0.95 -> 3 examples, 2 right (gap |2/3 - 0.95|); 0.55 -> 1 right (gap 0.45); ECE over 4 examples
+    ece = (3 * abs(2 / 3 - 0.95) + 1 * 0.45) / 4
+    assert seen["labels"] == [f"lora (pooled ECE {100 * ece:.2f}%)"]

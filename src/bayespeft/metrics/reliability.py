@@ -68,12 +68,14 @@ def _finish(fig, ax, axc, ylabel: str, title: str, path: str | os.PathLike, dpi:
 
 
 def plot_reliability_comparison(
-    curves: Mapping[str, ReliabilityData], path: str | os.PathLike, title: str = "", dpi: int = 120
+    curves: Mapping[str, ReliabilityData], path: str | os.PathLike, title: str = "", dpi: int = 120,
+    ece_label: str = "ECE",
 ) -> Path:
     """Write one reliability diagram comparing ``curves`` ``{label: ReliabilityData}`` (same bins) to ``path`` (PNG).
 
     Per bin, each predictive's accuracy is a bar (side by side) and its mean confidence a marker above the bar's
-    centre; a lower panel shows each predictive's fraction of examples per bin. Returns the path.
+    centre; a lower panel shows each predictive's fraction of examples per bin. The legend gives each curve's ECE as
+    ``"{label} ({ece_label} x.xx%)"`` (e.g. ``"pooled ECE"`` for bins pooled over runs). Returns the path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -94,7 +96,7 @@ def plot_reliability_comparison(
         x = left + width * i / k
         color = colors[i % len(colors)]
         ax.bar(x, np.where(filled, d.accuracy, 0.0), width=width / k, align="edge", color=color, alpha=0.75,
-               edgecolor="black", linewidth=0.4, label=f"{label} (ECE {100 * d.ece:.2f}%)")
+               edgecolor="black", linewidth=0.4, label=f"{label} ({ece_label} {100 * d.ece:.2f}%)")
         ax.plot((x + width / (2 * k))[filled], d.confidence[filled], "v", color=color, markeredgecolor="black",
                 markersize=4)
         axc.bar(x, d.count / max(d.count.sum(), 1), width=width / k, align="edge", color=color, alpha=0.75,

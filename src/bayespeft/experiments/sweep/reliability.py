@@ -97,7 +97,8 @@ def reliability_plots(overlays: list[dict[str, Any]], plot_dir: Path) -> list[di
                  "bins pooled over its runs (seeds, ranks, models)")
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{ov['dataset']}_{ov['split']}")
         path = plot_dir / f"reliability_{name}.png"
-        plot_reliability_comparison(curves, path, title=title)
+        # the ECE of the pooled bins, not the mean of the runs' ECEs that the summary table shows
+        plot_reliability_comparison(curves, path, title=title, ece_label="pooled ECE")
         per_curve = "; ".join(f"{label}: {c['n_runs']} runs" for label, c in ov["curves"].items())
         figs.append({"path": str(path), "title": f"reliability overlay per method, {ov['dataset']} {ov['split']} "
                      f"(bins pooled over seeds, ranks and models)", "n_runs": n_runs,
