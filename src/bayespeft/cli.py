@@ -340,6 +340,8 @@ def _report(p):
     p.add_argument("--compare", default="acc@1,ece", help="metrics of the paired method comparisons")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--out", metavar="DIR", help="report directory (default SWEEP_DIR/report)")
+    p.add_argument("--literature", metavar="FILE", help="published reference numbers to check the runs against, in "
+                   "the format of the packaged literature.yaml (default: that file)")
 
     def run(args):
         from .experiments.sweep.report import METRICS, ReportOptions, build_report
@@ -347,7 +349,7 @@ def _report(p):
         split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
         doc = build_report(args.sweep_dir, ReportOptions(
             metrics=split(args.metrics) if args.metrics else METRICS, by=split(args.by), compare=split(args.compare),
-            plots=not args.no_plots, out=args.out))
+            plots=not args.no_plots, out=args.out, literature=args.literature))
         out = args.out or f"{args.sweep_dir}/report"
         for row in doc["literature"]:
             published = f"{row['published']}" + (f" {row['interval']}" if row["interval"] else "")

@@ -233,3 +233,31 @@ def test_csgmcmc_reference_uses_the_published_spread():
     assert row["verdict"] == "within" and row["measured"] == pytest.approx(5.225) and row["rule"].startswith("published")
     (row,) = check_literature([entry], recs([0.9460, 0.9470]))  # 5.40 %, 5.30 %: mean 5.35 > 5.26
     assert row["verdict"] == "above"
+
+
+def test_own_reference_file(tmp_path, capsys):
+    """--literature FILE checks the runs against the user's own references (one entry here, matching the lora r=4
+    runs: mean of ACC[("lora", 4)] in percent against a published interval); a bad file is one line, exit 2, and
+    no report is written."""
+    make_store(tmp_path / "sweep")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("- id: my-lab-lora-r4\n  metric: acc@1\n  scale: 100\n  value: 84.0\n  interval: [83.0, 85.0]\n"
+                    "  source: {paper: our note, table: T1, setting: DeiT-tiny LoRA r=4}\n"
+                    "  match: {adapter.method: lora, adapter.r: 4}\n  posterior: map\n  split: test\n")
+    assert main(["report", str(tmp_path / "sweep"), "--no-plots", "--literature", str(mine)]) == 0
+    doc = json.loads((tmp_path / "sweep" / "report" / "report.json").read_text())
+    (row,) = doc["literature"]
+    want = 100 * np.mean(ACC[("lora", 4)])  # 84.25: inside [83, 85]
+    assert row["reference"] == "my-lab-lora-r4" and row["runs"] == 4 and row["verdict"] == "within"
+    assert row["measured"] == pytest.approx(want)
+    assert "literature my-lab-lora-r4: published 84.0 [83.0, 85.0], measured 84.25 over 4 run(s): within" in \
+        capsys.readouterr().out
+    for text, says in (("- [unclosed\n", "is not valid YAML"), ("{a: 1}\n", "must be a list of entries")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        assert main(["report", str(tmp_path / "sweep"), "--literature", str(bad), "--out", str(tmp_path / "r2")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: reference file {bad}: ") and says in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r2").exists()
+    assert main(["report", str(tmp_path / "sweep"), "--literature", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml: cannot be read (FileNotFoundError" in capsys.readouterr().err

@@ -38,9 +38,19 @@ RULE_POINT = "no interval reported: the published value against the runs' t-inte
 
 
 def load_literature(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Read and check the reference file (default: the packaged ``literature.yaml``)."""
-    text = Path(path).read_text() if path else (resources.files(__package__) / "literature.yaml").read_text()
-    entries = yaml.safe_load(text) or []
+    """Read and check the reference file (default: the packaged ``literature.yaml``); ``ValueError`` naming the file
+    for one that cannot be read, is not YAML or not a list of entries."""
+    try:
+        text = Path(path).read_text() if path else (resources.files(__package__) / "literature.yaml").read_text()
+        entries = yaml.safe_load(text) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        what = "is not valid YAML" if isinstance(e, yaml.YAMLError) else "cannot be read"
+        raise ValueError(f"reference file {path}: {what} ({why}); give a file in the format of the packaged "
+                         "literature.yaml (a list of entries)") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"reference file {path}: must be a list of entries (got a {type(entries).__name__}); see "
+                         "the packaged literature.yaml")
     errors = []
     for i, e in enumerate(entries):
         where = f"entry {i} ({e.get('id', '?')})" if isinstance(e, dict) else f"entry {i}"

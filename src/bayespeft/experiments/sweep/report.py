@@ -55,6 +55,7 @@ class ReportOptions:
     level: float = 0.95
     plots: bool = True
     out: str | None = None
+    literature: str | None = None  # a reference file in the format of the packaged literature.yaml (None: that one)
 
 
 def resolve_by(by: Sequence[str]) -> list[tuple[str, str]]:
@@ -287,6 +288,7 @@ def build_report(sweep_dir: str | Path, opts: ReportOptions | None = None) -> di
     bad = [m for m in [*opts.metrics, *opts.compare] if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; metrics: {', '.join(METRICS)}")
+    references = load_literature(opts.literature)  # a bad reference file fails before any work
     by = resolve_by(opts.by)
     store = SweepStore.open(sweep_dir, create=False)
     try:
@@ -300,7 +302,7 @@ def build_report(sweep_dir: str | Path, opts: ReportOptions | None = None) -> di
     names = [n for n, _ in by]
     summary = summarize(records, names, opts.metrics, opts.level)
     comps = comparisons(records, names, opts.compare, opts.level)
-    literature = check_literature(load_literature(), records, opts.level)
+    literature = check_literature(references, records, opts.level)
     out_dir = Path(opts.out) if opts.out else sweep_dir / "report"
     plot_dir = out_dir / "plots"
     figures: list[dict[str, Any]] = []
