@@ -121,9 +121,16 @@ def test_glm_study_result_is_the_hand_computed_protocol():
         best = min(eces, key=lambda n: (eces[n], [g.name for g in groups].index(n)))
         chosen.append(best)
         names = [n for n in ["low", "mid", "top"] if n in chosen]
-        assert set(step) == {"n_groups", "added", "groups", "select_split", "select_ece", "splits"}
+        keys = {"n_groups", "added", "groups", "select_split", "select_ece", "select_acc", "select_nll", "select_map",
+                "splits"}
+        assert set(step) - {"warning"} == keys
         assert (step["n_groups"], step["added"], sorted(step["groups"]), step["select_split"]) == (len(chosen), best, sorted(chosen), "val")
         assert step["select_ece"] == pytest.approx(eces[best], abs=1e-9)
+        # the selection split's accuracy and NLL of the set and of the MAP, and the warning exactly when they worsen
+        sel, sel0 = metrics(ref(names)[1]["val"], ys["val"]), metrics(p_map["val"], ys["val"])
+        assert step["select_acc"] == pytest.approx(sel["acc"]) and step["select_nll"] == pytest.approx(sel["nll"], rel=1e-6)
+        assert step["select_map"] == pytest.approx({"acc": sel0["acc"], "nll": sel0["nll"]}, rel=1e-6)
+        assert ("warning" in step) == (sel["acc"] < sel0["acc"] - 0.05 or sel["nll"] > sel0["nll"])
         for s in ("val", "test"):
             m, b = metrics(p_map[s], ys[s]), metrics(ref(names)[1][s], ys[s])
             assert set(step["splits"][s]) == {"map", "bayes", "delta_ece", "delta_nll"}
