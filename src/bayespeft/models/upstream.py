@@ -3,8 +3,10 @@
 A ``micro_vit`` (any size given by the model config) is trained from scratch, all parameters, on the images of the
 digits 0..4 in the training split of scikit-learn's digits (the same split as every digits run: ``data`` defaults,
 no augmentation), for :data:`UPSTREAM_EPOCHS` epochs of AdamW (lr 3e-3, weight decay 0.05, 10 % warmup, clipping 1.0,
-seed 1234), standing in for an ImageNet-pretrained backbone. Training is seeded and deterministic on CPU, so the file
-is the same on every machine; it is written once to
+seed 1234), standing in for an ImageNet-pretrained backbone. Training is seeded, deterministic on CPU and run with one
+torch thread whatever the caller's setting (:func:`one_thread`: the float sums of several threads come in another
+order, and a full fine-tuning of 30 epochs turns those last-digit differences into another backbone), so the file is
+the same on every machine and from every command (the quickstart, a digits config, a sweep); it is written once to
 ``$BAYESPEFT_CACHE/quickstart/micro_vit_upstream_<hash>.safetensors`` (default ``~/.cache/bayespeft``), the hash
 covering everything that changes the weights, and loaded from there afterwards. Making it leaves the global random
 state (python, numpy, torch) as it found it, so a run that builds its model right after seeding gets the same
@@ -47,14 +49,27 @@ def pretrain_upstream(model_cfg, epochs: int = UPSTREAM_EPOCHS) -> Path:
                            patience=epochs)
     up_data = DataConfig(name="digits", augment=False)
     recipe = "|".join([up_model.model_dump_json(), up_train.model_dump_json(exclude={"progress"}),
-                       up_data.model_dump_json(), str(UPSTREAM_CLASSES), "loaders 64/256"])
+                       up_data.model_dump_json(), str(UPSTREAM_CLASSES), "loaders 64/256", "1 thread"])
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     path = cache_dir() / "quickstart" / f"micro_vit_upstream_{key}.safetensors"
     if path.is_file():
         return path
-    with preserved_rng():
+    with preserved_rng(), one_thread():
         _train_upstream(up_model, up_train, up_data, path, key)
     return path
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(1)`` and restore the caller's thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
