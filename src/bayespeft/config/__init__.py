@@ -17,6 +17,7 @@ from .load import (
     apply_overrides,
     deep_merge,
     dump_config,
+    flatten_keys,
     format_validation_error,
     load_config,
     read_yaml,
@@ -25,5 +26,5 @@ from .load import (
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "OutputConfig", "apply_overrides", "deep_merge", "describe_section",
-    "dump_config", "format_validation_error", "load_config", "read_yaml", "validate",
+    "dump_config", "flatten_keys", "format_validation_error", "load_config", "read_yaml", "validate",
 ]

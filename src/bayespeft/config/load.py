@@ -42,6 +42,15 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def flatten_keys(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1, "c": {}}}`` -> ``{"a.b": 1, "a.c": {}}``: dotted keys; lists, scalars and empty dicts are
+    leaves."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten_keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def yaml_error_line(e: yaml.YAMLError) -> str:
     """A YAML parse error in one line: what is wrong and where (line:column, 1-based)."""
     mark = getattr(e, "problem_mark", None)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
+from ..config import flatten_keys
 from ..errors import RunError
 from ..table import format_table
 from .layerwise import ARRAYS, RESULTS, delta_ece_ci, row_arrays
@@ -61,13 +62,6 @@ def load_run(d: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 SEED_KEYS = ("checkpoint_sha256", "train_seed", "layerwise.seed")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def check_comparable(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
     """:class:`RunError` when two of ``runs`` are the same run (same checkpoint, settings and seed: a directory
     given twice or copied) or were made with different settings (structure, predictive, model, data, ...): the
@@ -77,7 +71,7 @@ def check_comparable(runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> 
         fp = res.get("fingerprint")
         if not isinstance(fp, dict):
             continue
-        flat = _flat(fp)
+        flat = flatten_keys(fp)
         for od, ofl in seen:
             if flat == ofl:
                 raise RunError(f"{d} and {od} are the same layer-wise run (same checkpoint, settings and seed); give "

@@ -127,8 +127,10 @@ def layerwise_run(cfg: ExperimentConfig, checkpoint: str | Path, cli: dict[str, 
     built = build(cfg)
     load_checkpoint_into(built, checkpoint, check_base, cfg.data)
     fp = fingerprint(cfg, built, lc)
-    out = Path(out) if out is not None else default_out(cfg, fp)
-    check_output_dir(out, "output directory", fix)
+    if out is None:  # the default directory under output.root is named by the data's fingerprint
+        out = default_out(cfg, fp)
+        check_output_dir(out, "output directory", fix)
+    out = Path(out)
     return run_study(cfg, built, lc, out, fp, checkpoint=str(checkpoint), echo=echo)
 
 

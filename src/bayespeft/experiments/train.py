@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import save_adapter
-from ..config import ExperimentConfig, validate
+from ..config import ExperimentConfig, flatten_keys, validate
 from ..errors import RunError
 from ..train import fit
 from .run import Built, build, check_outputs, checkpoint_id, evaluate_map, finish_run, recording, start_run
@@ -28,15 +28,6 @@ RESUME_MAY_DIFFER = (
     "name", "output.", "laplace", "layerwise", "sgmcmc", "train.progress", "train.checkpoint_every_epoch", "train.device",
     "model.offline", "train.auto_batch_size", "data.root", "data.download", "data.verify_checksums", "data.num_workers",
 )
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
 
 
 def check_resumable(cfg: ExperimentConfig, run_dir: str | Path) -> Path:
@@ -58,10 +49,10 @@ def check_resumable(cfg: ExperimentConfig, run_dir: str | Path) -> Path:
     import yaml
 
     try:
-        old = _flat(validate(yaml.safe_load(saved.read_text()) or {}, str(saved)).model_dump(mode="json"))
+        old = flatten_keys(validate(yaml.safe_load(saved.read_text()) or {}, str(saved)).model_dump(mode="json"))
     except Exception as e:
         raise RunError(f"cannot resume {path}: its {saved.name} is not a valid config ({str(e).splitlines()[0]})") from None
-    new = _flat(cfg.model_dump(mode="json"))
+    new = flatten_keys(cfg.model_dump(mode="json"))
     diff = [k for k in sorted(set(old) | set(new))
             if not any(k == m or k.startswith(m if m.endswith(".") else m + ".") for m in RESUME_MAY_DIFFER)
             and old.get(k) != new.get(k)]

@@ -47,15 +47,15 @@ def ensemble_predict(model: nn.Module, store: SampleStore | Iterable[Mapping[str
     device = next(model.parameters()).device
     live = trainable_params(model)
     saved = {n: p.detach().clone() for n, p in live.items()}
-    total = None
+    n_samples = None
     if isinstance(store, SampleStore):
         idx = range(len(store)) if indices is None else indices
         samples: Iterable = (store.load(i) for i in idx)
-        total = len(idx)
+        n_samples = len(idx)
     else:
         samples = store
     if show_progress is not False:
-        samples = progress(samples, desc=desc, total=total, enabled=show_progress)
+        samples = progress(samples, desc=desc, total=n_samples, enabled=show_progress)
     total, count = None, 0
     with eval_mode(model):
         try:

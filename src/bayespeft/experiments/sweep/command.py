@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import io
+from ...config import flatten_keys
 from ...table import format_table
 from .executor import ExecOptions, LocalExecutor, SweepProgress, export_results
 from .expand import Plan, expand
@@ -63,16 +64,6 @@ def _short(v: Any, n: int = 160) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
-    if not isinstance(d, dict) or not d:
-        return {prefix: d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _leaf_diffs(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
     """``[(path, a part, b part)]`` down to the innermost parts that differ (``cases[2].set.train.lr``), so a long
     value shows where it changed instead of two equal truncated prefixes; lists of other lengths are one part."""
@@ -99,7 +90,7 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if label not in a_base or label not in b_base:
             out.append(f"base config {label}: {'added' if label in b_base else 'removed'}")
             continue
-        fa, fb = _flatten(a_base[label]), _flatten(b_base[label])
+        fa, fb = flatten_keys(a_base[label]), flatten_keys(b_base[label])
         for k in sorted(set(fa) | set(fb)):
             if fa.get(k, "<absent>") != fb.get(k, "<absent>"):
                 out.append(f"base config {label}: {k}: {_short(fa.get(k, '<absent>'))} -> "
